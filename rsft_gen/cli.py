@@ -1,0 +1,67 @@
+"""The `rsft-gen` command.
+
+    rsft-gen run recipes/addition_tiny.yaml rounds=2 generate.n=4
+    rsft-gen eval runs/addition_tiny --round 2
+    rsft-gen report runs/addition_tiny
+    rsft-gen rewards
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "datasets", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_run(args) -> int:
+    from rsft_gen.config import load_recipe
+    from rsft_gen.loop import run
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    run(recipe, allow_changes=args.allow_recipe_change)
+    return 0
+
+
+def cmd_rewards(args) -> int:
+    from rsft_gen.rewards import available
+
+    found, broken = available()
+    for f in found:
+        print(f"{f.name:20s} {f.source:30s} {f.target}")
+    for name, err in broken.items():
+        print(f"{name:20s} FAILED TO LOAD: {err}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rsft-gen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run or resume a recipe")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=2 generate.n=4")
+    p.add_argument("--allow-recipe-change", action="store_true", help="resume even though results-relevant keys changed")
+    p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("rewards", help="list every reward that can be found")
+    p.set_defaults(fn=cmd_rewards)
+    args = parser.parse_args(argv)
+    _setup_logging()
+    from rsft_gen.config import RecipeError
+    from rsft_gen.loop import EmptyRoundError
+    from rsft_gen.rewards import RewardError
+
+    try:
+        return args.fn(args)
+    except (RecipeError, RewardError, EmptyRoundError) as e:
+        print(f"rsft-gen: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

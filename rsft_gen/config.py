@@ -1,0 +1,277 @@
+"""The recipe schema: one dataclass per stage, loaded from YAML with key=value overrides.
+
+    from rsft_gen.config import load_recipe
+    cfg = load_recipe("recipes/addition_tiny.yaml", ["rounds=2", "generate.n=4"])
+
+OmegaConf structured configs give us type checking and unknown-key errors for
+free; we wrap its messages so they name the file, the key, and a suggestion.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message says what, where, and what to do."""
+
+
+@dataclass
+class TinyModelConfig:
+    # A Llama-architecture model small enough to train on two CPU cores in minutes.
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 256
+    max_position_embeddings: int = 64
+
+
+@dataclass
+class ModelConfig:
+    path: str = "tiny"  # "tiny" builds one in code; otherwise a local dir or hub id
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    dtype: str = "auto"  # auto: float32 on CPU, bf16 on GPUs that support it
+    chat_template: bool = False
+    system_prompt: Optional[str] = None
+
+
+@dataclass
+class DataConfig:
+    task: str = "addition"  # built-in synthetic task, or "file" / "hub"
+    digits: list[int] = field(default_factory=lambda: [1, 2])
+    train_prompts: int = 2000  # prompts sampled from each round
+    eval_prompts: int = 500
+    path: Optional[str] = None  # jsonl/json/parquet/csv file, or data set name
+    split: str = "train"
+    eval_split: Optional[str] = None
+    prompt_field: str = "prompt"
+    answer_field: str = "answer"
+
+
+@dataclass
+class SeedSFTConfig:
+    n: int = 0  # labelled examples for the round-0 seed SFT; 0 skips it
+    epochs: float = 1.0
+
+
+@dataclass
+class GenerateConfig:
+    backend: str = "hf"  # hf | vllm | auto | dataset
+    n: int = 8  # candidates per prompt (k)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    max_new_tokens: int = 8
+    batch_size: int = 256  # prompts per HF generate call
+    # Passed to vllm.LLM(...) untouched, so any engine option works without us listing it.
+    vllm: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RewardSpec:
+    name: str = MISSING  # built-in name, entry point, or "package.module:function"
+    weight: float = 1.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    on_error: str = "raise"  # raise | zero | skip
+
+
+@dataclass
+class AcceptConfig:
+    rule: str = "threshold"  # threshold | best_of_n | top_fraction | all | likelihood_ratio
+    threshold: float = 1.0
+    fraction: float = 0.25  # top_fraction
+    scope: str = "prompt"  # top_fraction: per "prompt" (RAFT local) or "global"
+    # likelihood_ratio
+    target: str = "reward_tilted"  # reward_tilted | model
+    beta: float = 1.0
+    r_max: Any = 1.0  # a number, or "per_prompt"
+    target_model: Optional[str] = None
+    log_m: Any = "auto"  # a number, or "auto" (pilot estimate)
+    pilot_fraction: float = 0.1
+    log_m_margin: float = 0.0  # added to the pilot estimate of log M
+    samples_per_prompt: Optional[int] = None  # RSO draw-without-replacement until this many
+    on_empty: str = "stop"  # stop | carry: what to do when a round accepts nothing
+
+
+@dataclass
+class SelectConfig:
+    dedup: bool = True
+    dedup_key: str = "completion"  # a column, or "answer" for the extracted answer
+    max_per_prompt: Optional[int] = None
+    difficulty_filter: bool = False  # drop prompts whose candidates all pass or all fail
+    mix_seed_fraction: float = 0.0  # share of seed data mixed into each round's SFT set
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 1.0
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    lr_scheduler_type: str = "constant"
+    init: str = "previous"  # previous | base
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    gradient_checkpointing: Optional[bool] = None  # None: on for GPU, off for CPU
+    max_length: int = 64
+    logging_steps: int = 10
+
+
+@dataclass
+class EvalConfig:
+    n: int = 1  # samples per prompt for pass@k / maj@k (1: greedy only)
+    k: list[int] = field(default_factory=lambda: [1])
+    temperature: float = 1.0
+    batch_size: int = 512
+
+
+@dataclass
+class WandbConfig:
+    mode: Optional[str] = None  # online | offline | disabled; None: online if a key is set
+    project: str = "rsft-gen"
+    entity: Optional[str] = None
+    table_rows: int = 200
+
+
+@dataclass
+class TrackingConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class Recipe:
+    name: str = "run"
+    output_dir: str = "runs/${name}"
+    seed: int = 0
+    rounds: int = 3
+    device: str = "auto"  # auto | cpu | cuda
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    seed_sft: SeedSFTConfig = field(default_factory=SeedSFTConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec(name="exact_match")])
+    accept: AcceptConfig = field(default_factory=AcceptConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+CHOICES = {
+    "generate.backend": ("hf", "vllm", "auto", "dataset"),
+    "accept.rule": ("threshold", "best_of_n", "top_fraction", "all", "likelihood_ratio"),
+    "accept.scope": ("prompt", "global"),
+    "accept.target": ("reward_tilted", "model"),
+    "accept.on_empty": ("stop", "carry"),
+    "train.init": ("previous", "base"),
+    "train.precision": ("auto", "fp32", "bf16", "fp16"),
+    "device": ("auto", "cpu", "cuda"),
+}
+
+
+def _all_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    if isinstance(node, DictConfig):
+        for k in node.keys():
+            full = f"{prefix}{k}"
+            keys.append(full)
+            keys.extend(_all_keys(node._get_node(k), full + "."))
+    return keys
+
+
+def _suggest(bad_key: str) -> str:
+    known = _all_keys(OmegaConf.structured(Recipe))
+    close = difflib.get_close_matches(bad_key, known, n=1, cutoff=0.6)
+    if not close:  # a misspelt leaf under a correct parent: compare the last part only
+        leaf = bad_key.rsplit(".", 1)[-1]
+        close = [k for k in known if k.rsplit(".", 1)[-1] in difflib.get_close_matches(leaf, [k.rsplit(".", 1)[-1] for k in known], n=1, cutoff=0.6)][:1]
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _merge(base: DictConfig, other: Any, where: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)
+    except (ConfigKeyError, ConfigAttributeError) as e:
+        key = e.full_key or str(e.key)
+        raise RecipeError(f"{where}: unknown recipe key '{key}'.{_suggest(key)}") from None
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        raise RecipeError(f"{where}: bad value for key '{key}': {e.msg if hasattr(e, 'msg') else e}") from None
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
+    """Load a YAML recipe over the defaults, apply key=value overrides, validate."""
+    cfg = OmegaConf.structured(Recipe)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise RecipeError(f"recipe file '{path}' does not exist; pass a path to a YAML recipe such as recipes/addition_tiny.yaml.")
+        try:
+            loaded = OmegaConf.load(path)
+        except Exception as e:  # YAML syntax errors carry the line number
+            raise RecipeError(f"{path}: not valid YAML: {e}") from None
+        cfg = _merge(cfg, loaded, str(path))
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"command-line override '{item}' is not key=value (example: rounds=2).")
+        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"command-line override '{item}'")
+    recipe: Recipe = OmegaConf.to_object(cfg)
+    validate(recipe)
+    return recipe
+
+
+def validate(r: Recipe) -> None:
+    """Checks that types alone cannot express; each message names the key."""
+    def bad(key: str, msg: str):
+        raise RecipeError(f"recipe key '{key}' {msg}")
+
+    for key, options in CHOICES.items():
+        value = OmegaConf.select(OmegaConf.structured(r), key)
+        if value not in options:
+            bad(key, f"is '{value}'; choose one of {', '.join(options)}.")
+    if r.rounds < 0:
+        bad("rounds", f"is {r.rounds}; it must be 0 or more.")
+    if r.generate.n <= 0:
+        bad("generate.n", f"is {r.generate.n}; it must be a positive number of candidates per prompt.")
+    if r.generate.temperature < 0:
+        bad("generate.temperature", f"is {r.generate.temperature}; it must be >= 0.")
+    if not 0 < r.generate.top_p <= 1:
+        bad("generate.top_p", f"is {r.generate.top_p}; it must be in (0, 1].")
+    if r.generate.max_new_tokens <= 0:
+        bad("generate.max_new_tokens", "must be positive.")
+    if r.accept.beta <= 0:
+        bad("accept.beta", f"is {r.accept.beta}; it must be > 0 (small beta approaches best-of-n).")
+    if not (r.accept.r_max == "per_prompt" or isinstance(r.accept.r_max, (int, float))):
+        bad("accept.r_max", f"is '{r.accept.r_max}'; give a number or 'per_prompt'.")
+    if not (r.accept.log_m == "auto" or isinstance(r.accept.log_m, (int, float))):
+        bad("accept.log_m", f"is '{r.accept.log_m}'; give a number (log of the bound M) or 'auto'.")
+    if r.accept.rule == "likelihood_ratio" and r.accept.target == "model" and not r.accept.target_model:
+        bad("accept.target_model", "is not set; target: model needs the path of the target model.")
+    if not 0 < r.accept.fraction <= 1:
+        bad("accept.fraction", f"is {r.accept.fraction}; it must be in (0, 1].")
+    if not r.rewards:
+        bad("rewards", "is empty; name at least one reward, e.g. rewards=[{name: exact_match}].")
+    for i, spec in enumerate(r.rewards):
+        if spec.on_error not in ("raise", "zero", "skip"):
+            bad(f"rewards[{i}].on_error", f"is '{spec.on_error}'; choose raise, zero or skip.")
+    if r.train.batch_size <= 0 or r.train.epochs <= 0:
+        bad("train.batch_size / train.epochs", "must be positive.")
+    if r.data.train_prompts <= 0:
+        bad("data.train_prompts", f"is {r.data.train_prompts}; it must be positive.")
+    if r.eval.n <= 0 or any(k <= 0 or k > r.eval.n for k in r.eval.k):
+        bad("eval.k", f"is {list(r.eval.k)}; each k must be in 1..eval.n ({r.eval.n}).")
+
+
+def to_yaml(r: Recipe) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(r))
+
+
+def to_dict(r: Recipe) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(r), resolve=True)

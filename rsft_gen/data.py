@@ -1,0 +1,113 @@
+"""Prompt sets: the built-in synthetic addition task, and user files.
+
+A prompt set is a DataFrame with `prompt_id`, `prompt`, `answer` and any other
+columns the rewards want (each arrives at a reward as a keyword argument).
+
+    from rsft_gen.data import addition_problems
+    addition_problems(5, digits=[1, 2], seed=0)   # prompts like "12+34=", answers "46"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rsft_gen.config import DataConfig, RecipeError
+
+
+@dataclass
+class TaskData:
+    train: pd.DataFrame  # prompts sampled from every round
+    eval: pd.DataFrame  # held out: never trained on
+    seed_sft: pd.DataFrame  # labelled examples for the round-0 seed SFT
+
+
+def _operand(rng: np.random.Generator, digits: int) -> int:
+    low = 0 if digits == 1 else 10 ** (digits - 1)
+    return int(rng.integers(low, 10**digits))
+
+
+def addition_problems(n: int, digits: list[int], seed: int, exclude: set[str] = frozenset()) -> pd.DataFrame:
+    """n distinct problems 'a+b=' -> 'a+b', each operand's digit count drawn from `digits`."""
+    if not digits or any(d <= 0 for d in digits):
+        raise RecipeError(f"recipe key 'data.digits' is {digits}; give a list of positive digit counts, e.g. [1, 2].")
+    rng = np.random.default_rng(seed)
+    capacity = sum(10 ** (a + b) for a in set(digits) for b in set(digits))  # upper bound on distinct pairs
+    if n + len(exclude) > capacity:
+        raise RecipeError(f"data: {n} distinct addition problems requested but digits {digits} allow at most about {capacity}; lower the prompt counts or add digits.")
+    prompts, answers, seen = [], [], set(exclude)
+    while len(prompts) < n:
+        a, b = (_operand(rng, int(rng.choice(digits))) for _ in range(2))
+        prompt = f"{a}+{b}="
+        if prompt in seen:
+            continue
+        seen.add(prompt)
+        prompts.append(prompt)
+        answers.append(str(a + b))
+    return pd.DataFrame({"prompt_id": np.arange(n), "prompt": prompts, "answer": answers})
+
+
+def make_task(cfg: DataConfig, seed_sft_n: int, seed: int) -> TaskData:
+    """Build or load the prompt sets a run uses; the caller saves them as parquet."""
+    if cfg.task == "addition":
+        # Eval first, so the held-out set does not depend on the training sizes.
+        eval_df = addition_problems(cfg.eval_prompts, cfg.digits, seed=seed + 1)
+        taken = set(eval_df.prompt)
+        train = addition_problems(cfg.train_prompts, cfg.digits, seed=seed + 2, exclude=taken)
+        seed_df = addition_problems(seed_sft_n, cfg.digits, seed=seed + 3, exclude=taken)
+        return TaskData(train=train, eval=eval_df, seed_sft=seed_df)
+    if cfg.task == "file":
+        return _from_files(cfg, seed_sft_n, seed)
+    raise RecipeError(f"recipe key 'data.task' is '{cfg.task}'; choose 'addition' (built-in) or 'file' (with data.path).")
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read jsonl / json / parquet / csv into a DataFrame, with errors that name the file."""
+    if not path.exists():
+        raise RecipeError(f"data file '{path}' does not exist; check recipe key 'data.path'.")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            return pd.read_json(path, lines=True)
+        if suffix == ".json":
+            return pd.read_json(path)
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        if suffix == ".csv":
+            return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except ValueError as e:
+        raise RecipeError(f"data file '{path}' could not be read as {suffix[1:]}: {e}") from None
+    raise RecipeError(f"data file '{path}' has suffix '{suffix}'; use .jsonl, .json, .parquet or .csv.")
+
+
+def normalise_prompts(df: pd.DataFrame, cfg: DataConfig, where: str) -> pd.DataFrame:
+    """Rename the recipe's prompt/answer fields to `prompt`/`answer` and number the rows."""
+    for key, col in (("data.prompt_field", cfg.prompt_field), ("data.answer_field", cfg.answer_field)):
+        if col not in df.columns:
+            raise RecipeError(f"{where}: has no field '{col}' (recipe key '{key}'); its fields are {list(df.columns)}. Set {key} to one of them.")
+    if len(df) == 0:
+        raise RecipeError(f"{where}: is empty; a run needs at least one prompt.")
+    df = df.rename(columns={cfg.prompt_field: "prompt", cfg.answer_field: "answer"}).reset_index(drop=True)
+    df["prompt"] = df["prompt"].astype(str)
+    df["answer"] = df["answer"].astype(str)
+    df.insert(0, "prompt_id", np.arange(len(df)))
+    return df
+
+
+def _from_files(cfg: DataConfig, seed_sft_n: int, seed: int) -> TaskData:
+    if not cfg.path:
+        raise RecipeError("recipe key 'data.path' is not set; data.task: file needs a .jsonl/.json/.parquet/.csv file.")
+    path = Path(cfg.path)
+    df = normalise_prompts(read_table(path), cfg, f"data file '{path}'")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(df))
+    n_eval = min(cfg.eval_prompts, len(df) // 5 or 1)
+    eval_df = df.iloc[order[:n_eval]]
+    rest = df.iloc[order[n_eval:]]
+    train = rest.iloc[: cfg.train_prompts]
+    seed_df = rest.iloc[:seed_sft_n]
+    renumber = lambda d: d.assign(prompt_id=np.arange(len(d))).reset_index(drop=True)  # noqa: E731
+    return TaskData(train=renumber(train), eval=renumber(eval_df), seed_sft=renumber(seed_df))

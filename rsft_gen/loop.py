@@ -1,0 +1,183 @@
+"""The self-training loop. Read `run_round` first: it is the whole round, in order.
+
+    from rsft_gen.config import load_recipe
+    from rsft_gen.loop import run
+    run(load_recipe("recipes/addition_tiny.yaml", ["rounds=2"]))
+
+Round 0 is the starting model (optionally seed-SFT'd on labelled data); round r
+samples from round r-1's model, scores, accepts, selects, trains, evaluates.
+Each phase's outputs are written atomically and recorded in state.json, so
+re-running the same command continues after the last completed phase.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from rsft_gen import run_setup
+from rsft_gen.accept import decide
+from rsft_gen.config import Recipe
+from rsft_gen.evaluate import evaluate
+from rsft_gen.generate import SamplingSettings, candidates_frame
+from rsft_gen.rewards import score
+from rsft_gen.select import select
+from rsft_gen.state import RunState, round_dir, write_json, write_parquet
+from rsft_gen.tracking import Tracker, make_tracker
+from rsft_gen.train import train_sft
+
+log = logging.getLogger("rsft_gen")
+
+
+class EmptyRoundError(RuntimeError):
+    """A round accepted nothing and the recipe says accept.on_empty: stop."""
+
+
+@dataclass
+class RunContext:
+    recipe: Recipe
+    run_dir: Path
+    state: RunState
+    device: str
+    data: run_setup.TaskFrames
+    base_model: str
+    tracker: Tracker
+    generators: run_setup.GeneratorCache
+    timings: dict = field(default_factory=dict)
+
+    def model_of(self, r: int) -> str:
+        """The checkpoint that round r produced (round 0: the starting model)."""
+        carried = self.state.get("carried_models", {}).get(str(r))
+        if carried:
+            return carried
+        if r == 0 and not (round_dir(self.run_dir, 0) / "model").exists():
+            return self.base_model
+        return str(round_dir(self.run_dir, r) / "model")
+
+    @contextmanager
+    def phase(self, r: int, name: str):
+        """Time a phase and mark it complete (with its metrics) only if it finishes."""
+        start = time.perf_counter()
+        metrics: dict = {}
+        yield metrics
+        seconds = time.perf_counter() - start
+        metrics[f"time/{name}_s"] = seconds
+        self.state.complete(r, name, metrics)
+        log.info("round %d: %s done in %.1fs", r, name, seconds)
+
+
+def run_round(ctx: RunContext, r: int) -> dict:
+    """One round: generate -> reward -> accept/select -> train -> eval."""
+    recipe, rd, state = ctx.recipe, round_dir(ctx.run_dir, r), ctx.state
+    prompts = ctx.data.train
+    if not state.done(r, "generate"):
+        with ctx.phase(r, "generate") as m:
+            gen = ctx.generators.get(ctx.model_of(r - 1))
+            settings = SamplingSettings.from_config(recipe.generate, seed=recipe.seed * 1000 + r)
+            start = time.perf_counter()
+            cands = candidates_frame(gen.generate(prompts.prompt_id.tolist(), prompts.prompt.tolist(), settings), prompts)
+            m["generate/tokens_per_s"] = int(cands.num_tokens.sum()) / (time.perf_counter() - start)
+            write_parquet(rd / "candidates.parquet", cands)
+            m["generate/samples"] = len(cands)
+            m["generate/tokens"] = int(cands.num_tokens.sum())
+
+    if not state.done(r, "reward"):
+        with ctx.phase(r, "reward") as m:
+            scored, counts = score(pd.read_parquet(rd / "candidates.parquet"), recipe.rewards)
+            write_parquet(rd / "scored.parquet", scored)
+            m.update(counts)
+            m["reward/mean"] = float(scored.reward.mean())
+
+    if not state.done(r, "accept"):
+        with ctx.phase(r, "accept") as m:
+            decided, accept_metrics = decide(pd.read_parquet(rd / "scored.parquet"), recipe.accept, seed=recipe.seed * 1000 + r)
+            sft, select_metrics = select(decided, recipe.select, ctx.data.seed_sft, seed=recipe.seed * 1000 + r)
+            write_parquet(rd / "scored.parquet", decided)
+            write_parquet(rd / "accepted.parquet", sft)
+            m.update(accept_metrics | select_metrics)
+            m["reward/accepted_mean"] = float(decided.reward[decided.accepted].mean()) if decided.accepted.any() else float("nan")
+            ctx.tracker.log_samples(r, decided)
+
+    if not state.done(r, "train"):
+        with ctx.phase(r, "train") as m:
+            sft = pd.read_parquet(rd / "accepted.parquet")
+            start_from = ctx.base_model if recipe.train.init == "base" else ctx.model_of(r - 1)
+            if len(sft) == 0:
+                handle_empty_round(ctx, r)
+            else:
+                ctx.generators.release()  # the engine must not hold memory the trainer needs
+                m.update(train_sft(start_from, sft, rd / "model", recipe.train, ctx.device, seed=recipe.seed + r, report_to=ctx.tracker.report_to))
+
+    if not state.done(r, "eval"):
+        with ctx.phase(r, "eval") as m:
+            m.update(evaluate_round(ctx, r))
+
+    return finish_round(ctx, r)
+
+
+def handle_empty_round(ctx: RunContext, r: int) -> None:
+    msg = f"round {r} accepted no samples (see {round_dir(ctx.run_dir, r) / 'scored.parquet'})"
+    if ctx.recipe.accept.on_empty == "stop":
+        raise EmptyRoundError(f"{msg}; stopping as accept.on_empty=stop. Lower accept.threshold, raise generate.n, or set accept.on_empty=carry to keep the previous model.")
+    log.warning("%s; carrying round %d's model forward (accept.on_empty=carry)", msg, r - 1)
+    carried = dict(ctx.state.get("carried_models", {}))
+    carried[str(r)] = ctx.model_of(r - 1)
+    ctx.state.set("carried_models", carried)
+
+
+def evaluate_round(ctx: RunContext, r: int) -> dict:
+    gen = ctx.generators.get(ctx.model_of(r))
+    metrics, greedy = evaluate(gen, ctx.data.eval, ctx.recipe, seed=ctx.recipe.seed)
+    write_parquet(round_dir(ctx.run_dir, r) / "eval_samples.parquet", greedy)
+    write_json(round_dir(ctx.run_dir, r) / "eval.json", metrics)
+    return metrics
+
+
+def finish_round(ctx: RunContext, r: int) -> dict:
+    """Write the round's metrics.jsonl line once, and log it."""
+    record = {"round": r, **ctx.state.round_metrics(r)}
+    record["time/round_s"] = sum(v for k, v in record.items() if k.startswith("time/") and k != "time/round_s")
+    if r not in ctx.state.logged_rounds():
+        ctx.tracker.log_round(r, record)
+        ctx.state.mark_logged(r)
+    return record
+
+
+def run_round_zero(ctx: RunContext) -> dict:
+    """The starting model: an optional seed SFT on labelled data, then its eval."""
+    recipe, state = ctx.recipe, ctx.state
+    if recipe.seed_sft.n > 0 and not state.done(0, "train"):
+        with ctx.phase(0, "train") as m:
+            seed = ctx.data.seed_sft.rename(columns={"answer": "completion"})
+            train_cfg = type(recipe.train)(**{**vars(recipe.train), "epochs": recipe.seed_sft.epochs})
+            m.update(train_sft(ctx.base_model, seed, round_dir(ctx.run_dir, 0) / "model", train_cfg, ctx.device, seed=recipe.seed, report_to=ctx.tracker.report_to))
+    if not state.done(0, "eval"):
+        with ctx.phase(0, "eval") as m:
+            m.update(evaluate_round(ctx, 0))
+    return finish_round(ctx, 0)
+
+
+def run(recipe: Recipe, allow_changes: bool = False) -> Path:
+    """Run (or resume) every round of a recipe; returns the run directory."""
+    run_dir = Path(recipe.output_dir)
+    ctx_parts = run_setup.prepare(recipe, run_dir, allow_changes=allow_changes)
+    if ctx_parts is None:
+        return run_dir  # already finished; prepare() said so
+    ctx = RunContext(recipe=recipe, run_dir=run_dir, **ctx_parts)
+    try:
+        records = [run_round_zero(ctx)]
+        for r in range(1, recipe.rounds + 1):
+            records.append(run_round(ctx, r))
+            run_setup.print_round_summary(records)
+        ctx.state.set("rounds_done", recipe.rounds)
+        ctx.state.set("finished", True)
+        log.info("run finished: %s", run_dir)
+    finally:
+        ctx.generators.release()
+        ctx.tracker.close()
+    return run_dir

@@ -1,0 +1,170 @@
+"""Everything a run needs before its first round: the run directory, the resolved
+recipe (and the check that a resumed run uses the same one), the prompt sets,
+the starting model, the device, the tracker and the generator cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from rsft_gen.config import Recipe, RecipeError, to_dict, to_yaml
+from rsft_gen.data import TaskData, make_task
+from rsft_gen.generate import Generator, make_generator
+from rsft_gen.state import RunState, publish_dir, write_parquet, write_text
+from rsft_gen.tiny_model import build_tiny_model
+from rsft_gen.tracking import make_tracker
+
+log = logging.getLogger("rsft_gen")
+TaskFrames = TaskData
+# Keys that may differ on resume without changing results.
+HARMLESS_PREFIXES = ("tracking.", "rounds", "eval.batch_size", "generate.batch_size", "generate.vllm.")
+
+
+def pick_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RecipeError("recipe key 'device' is 'cuda' but no CUDA device is visible; use device=cpu or device=auto.")
+    return name
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def recipe_differences(old: dict, new: dict) -> list[str]:
+    a, b = _flatten(old), _flatten(new)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def check_resume(run_dir: Path, recipe: Recipe, allow_changes: bool) -> None:
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        return
+    old = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+    diffs = recipe_differences(old, to_dict(recipe))
+    harmful = [k for k in diffs if not k.startswith(HARMLESS_PREFIXES)]
+    if harmful and not allow_changes:
+        listing = ", ".join(f"{k}: {_flatten(old).get(k)!r} -> {_flatten(to_dict(recipe)).get(k)!r}" for k in harmful)
+        raise RecipeError(
+            f"{run_dir} was started with a different recipe ({listing}); resuming would mix results. "
+            f"Use another output_dir, or pass --allow-recipe-change to resume anyway."
+        )
+    if diffs:
+        log.info("resuming %s with changed keys: %s", run_dir, ", ".join(diffs))
+
+
+def load_or_make_data(recipe: Recipe, run_dir: Path) -> TaskData:
+    d = run_dir / "data"
+    files = {name: d / f"{name}.parquet" for name in ("train", "eval", "seed_sft")}
+    if all(f.exists() for f in files.values()):
+        return TaskData(**{name: pd.read_parquet(f) for name, f in files.items()})
+    task = make_task(recipe.data, recipe.seed_sft.n, recipe.seed)
+    for name, f in files.items():
+        write_parquet(f, getattr(task, name))
+    return task
+
+
+def prepare_base_model(recipe: Recipe, run_dir: Path) -> str:
+    if recipe.model.path == "tiny":
+        target = run_dir / "base_model"
+        if not (target / "config.json").exists():
+            tmp = Path(tempfile.mkdtemp(prefix=".base_model.", dir=run_dir))
+            build_tiny_model(tmp, recipe.model.tiny, seed=recipe.seed)
+            publish_dir(tmp, target)
+        return str(target)
+    path = Path(recipe.model.path).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise RecipeError(f"recipe key 'model.path' is '{path}', a directory without config.json; point it at a saved model (save_pretrained output) or 'tiny'.")
+        return str(path)
+    if recipe.model.path.startswith((".", "/", "~")) or recipe.model.path.count("/") != 1:
+        raise RecipeError(f"recipe key 'model.path' is '{recipe.model.path}', which does not exist; give a model directory, a hub id (org/name), or 'tiny'.")
+    return recipe.model.path  # a hub id: transformers resolves it (and its cache)
+
+
+class GeneratorCache:
+    """One live generator at a time, rebuilt (or reloaded) when the model changes."""
+
+    def __init__(self, recipe: Recipe, device: str):
+        self.recipe, self.device = recipe, device
+        self.current: Generator | None = None
+        self.model_dir: str | None = None
+
+    def get(self, model_dir: str) -> Generator:
+        if self.current is not None and self.model_dir == model_dir:
+            return self.current
+        if self.current is not None and hasattr(self.current, "load_weights"):
+            self.current.load_weights(model_dir)  # engines that can swap weights in place keep running
+        else:
+            self.release()
+            self.current = make_generator(self.recipe.generate, model_dir, self.device)
+        self.model_dir = model_dir
+        return self.current
+
+    def release(self) -> None:
+        if self.current is not None and not hasattr(self.current, "load_weights"):
+            self.current.close()
+            self.current, self.model_dir = None, None
+
+
+def prepare(recipe: Recipe, run_dir: Path, allow_changes: bool = False) -> dict | None:
+    """Set up (or reopen) the run directory; None when the run is already finished."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise RecipeError(f"output directory '{run_dir}' is not writable ({e.strerror}); set output_dir to a writable path.") from None
+    check_resume(run_dir, recipe, allow_changes)
+    state = RunState(run_dir)
+    if state.get("finished") and state.get("rounds_done", -1) >= recipe.rounds:
+        print(f"{run_dir}: all {recipe.rounds} rounds are already complete; nothing to do. (metrics: {run_dir / 'metrics.jsonl'})")
+        return None
+    if state.get("finished"):
+        state.set("finished", False)  # more rounds asked for than before: extend the run
+    write_text(run_dir / "config.yaml", to_yaml(recipe))
+    device = pick_device(recipe.device)
+    log.info("run directory %s, device %s", run_dir, device)
+    return {
+        "state": state,
+        "device": device,
+        "data": load_or_make_data(recipe, run_dir),
+        "base_model": prepare_base_model(recipe, run_dir),
+        "tracker": make_tracker(recipe, run_dir, state),
+        "generators": GeneratorCache(recipe, device),
+    }
+
+
+SUMMARY_KEYS = [
+    ("round", "round", "{}"),
+    ("eval/accuracy", "acc", "{:.3f}"),
+    ("accept/rate", "accept rate", "{:.3f}"),
+    ("select/sft_examples", "SFT set", "{}"),
+    ("train/loss", "loss", "{:.3f}"),
+    ("time/round_s", "seconds", "{:.1f}"),
+]
+
+
+def print_round_summary(records: list[dict]) -> None:
+    table = Table(title="rsft-gen rounds")
+    for _, title, _ in SUMMARY_KEYS:
+        table.add_column(title, justify="right")
+    for rec in records:
+        table.add_row(*(fmt.format(rec[k]) if k in rec and rec[k] == rec[k] else "-" for k, _, fmt in SUMMARY_KEYS))
+    Console(stderr=True).print(table)

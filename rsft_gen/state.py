@@ -1,0 +1,110 @@
+"""The run directory and its state.json: which phase of which round is complete.
+
+    runs/NAME/
+      config.yaml   state.json   metrics.jsonl   data/*.parquet
+      round_00/     (starting model: seed SFT or the base model, and its eval)
+      round_01/ candidates.parquet scored.parquet accepted.parquet model/ eval.json
+
+Every file is written atomically (temporary file in the same directory, flush,
+fsync, rename), so a crash leaves either the old file or the new one, never half.
+A phase counts as done only once state.json says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+PHASES = ("generate", "reward", "accept", "train", "eval")
+
+
+@contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path beside `path`; rename it over `path` only on success."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: Path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_parquet(path: Path, df: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def publish_dir(tmp_dir: Path, final: Path) -> None:
+    """Move a fully written directory (e.g. a checkpoint) into place in one rename."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp_dir, final)
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Rewrite the file with the new line, atomically (a torn append could corrupt it)."""
+    old = path.read_text() if path.exists() else ""
+    write_text(path, old + json.dumps(record, sort_keys=True) + "\n")
+
+
+class RunState:
+    """state.json: {"completed": {"1": ["generate", ...]}, "finished": bool, ...}."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.path = run_dir / "state.json"
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {"completed": {}, "finished": False}
+
+    def done(self, round_idx: int, phase: str) -> bool:
+        return phase in self.data["completed"].get(str(round_idx), [])
+
+    def mark(self, round_idx: int, phase: str) -> None:
+        self.data["completed"].setdefault(str(round_idx), [])
+        if phase not in self.data["completed"][str(round_idx)]:
+            self.data["completed"][str(round_idx)].append(phase)
+        write_json(self.path, self.data)
+
+    def complete(self, round_idx: int, phase: str, metrics: dict) -> None:
+        """Record a finished phase and its metrics in one atomic write."""
+        self.data.setdefault("metrics", {}).setdefault(str(round_idx), {}).update(metrics)
+        self.mark(round_idx, phase)
+
+    def round_metrics(self, round_idx: int) -> dict:
+        return dict(self.data.get("metrics", {}).get(str(round_idx), {}))
+
+    def logged_rounds(self) -> set[int]:
+        return set(self.data.get("logged_rounds", []))
+
+    def mark_logged(self, round_idx: int) -> None:
+        self.set("logged_rounds", sorted(self.logged_rounds() | {round_idx}))
+
+    def set(self, key: str, value) -> None:
+        self.data[key] = value
+        write_json(self.path, self.data)
+
+    def get(self, key: str, default=None):
+        return self.data.get(key, default)
+
+
+def round_dir(run_dir: Path, round_idx: int) -> Path:
+    return run_dir / f"round_{round_idx:02d}"
