@@ -32,12 +32,12 @@ def evaluate(generator: Generator, prompts: pd.DataFrame, recipe: Recipe, seed: 
     cands["correct"] = correctness(cands, recipe)
     metrics = {"eval/accuracy": float(cands["correct"].mean()), "eval/prompts": len(prompts)}
     if recipe.eval.n > 1:
-        from rsft_gen.metrics import sampled_metrics
+        from rsft_gen.metrics import answer_extraction, sampled_metrics
 
         sampling = SamplingSettings(
             n=recipe.eval.n, temperature=recipe.eval.temperature, top_p=g.top_p, top_k=g.top_k, max_new_tokens=g.max_new_tokens, seed=seed
         )
         samples = candidates_frame(generator.generate(prompts.prompt_id.tolist(), prompts.prompt.tolist(), sampling), prompts)
         samples["correct"] = correctness(samples, recipe)
-        metrics.update(sampled_metrics(samples, recipe.eval.k, seed=seed))
+        metrics.update(sampled_metrics(samples, recipe.eval.k, seed=seed, **answer_extraction(recipe)))
     return metrics, cands
