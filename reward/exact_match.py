@@ -3,33 +3,50 @@
 Extraction modes (`extract=`): "strip" (the whole completion, whitespace
 stripped), "last_number", "boxed" (the last \\boxed{...}), "gsm8k" (after
 '####'), or "regex" with `pattern=` (its first group, else the whole match).
+When both sides read as numbers they are compared as numbers ("41.0" == "41",
+"1,234" == "1234"); otherwise as stripped strings.
 
 >>> exact_match(["1+2="], ["3"], answer=["3"])
 [1.0]
 >>> exact_match(["q"], ["so it is 41.0 apples"], answer=["41"], extract="last_number")
 [1.0]
->>> exact_match(["q"], ["\\\\boxed{7} not \\\\boxed{8}"], answer=["8"], extract="boxed")
+>>> exact_match(["q"], ["\\\\boxed{7} not \\\\boxed{8}"], answer=[8], extract="boxed")
 [1.0]
 >>> exact_match(["q"], ["work\\n#### 1,234"], answer=["1234"], extract="gsm8k")
 [1.0]
->>> exact_match(["q"], ["no number"], answer=["5"], extract="last_number")
-[0.0]
+>>> exact_match(["q"], ["Answer: Paris."], answer=["Paris"], extract="regex", pattern=r"Answer: (\\w+)")
+[1.0]
+>>> exact_match(["q"], ["from 10 to -3.50, so"], answer=["-3.5"], extract="last_number")
+[1.0]
+>>> exact_match(["q", "q"], ["no number", "12345678901234567891"], answer=["5", "12345678901234567890"], extract="last_number")
+[0.0, 0.0]
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+from decimal import Decimal, InvalidOperation
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+# The last number, found by matching the mirrored pattern of -?\d[\d,]*(?:\.\d+)? on the
+# reversed text: one left-to-right search instead of finding every number.
+_LAST_NUMBER_REVERSED = re.compile(r",*((?:\d+\.)?[\d,]*\d-?)")
+_NUMERIC = re.compile(r"[-+]?\d[\d,]*(?:\.\d*)?|[-+]?\.\d+")
 
 
+@lru_cache(maxsize=1 << 16)  # answers repeat a lot; this keeps 100k completions well under a second
 def _normalise_number(s: str) -> str:
-    s = s.replace(",", "").strip()
-    try:
-        value = float(s)
-    except ValueError:
+    """'1,234.50' -> '1234.5'; exact (Decimal), so large integers stay distinct. Non-numbers unchanged."""
+    s = s.strip()
+    if s.isdigit():
+        return str(int(s))
+    if not _NUMERIC.fullmatch(s):
         return s
-    return str(int(value)) if value.is_integer() else repr(value)
+    try:
+        d = Decimal(s.replace(",", ""))
+    except InvalidOperation:
+        return s
+    return str(int(d)) if d == d.to_integral_value() else format(d.normalize(), "f")
 
 
 def _last_boxed(text: str) -> str | None:
@@ -45,38 +62,30 @@ def _last_boxed(text: str) -> str | None:
 
 
 def extract_answer(text: str, extract: str = "strip", pattern: str | None = None) -> str | None:
-    """The answer part of a completion, or None when there is none."""
+    """The answer part of a completion (numbers normalised), or None when there is none."""
     if extract == "strip":
-        return text.strip()
-    if extract == "last_number":
-        found = _NUMBER.findall(text)
-        return _normalise_number(found[-1]) if found else None
-    if extract == "boxed":
-        boxed = _last_boxed(text)
-        return boxed.strip() if boxed is not None else None
-    if extract == "gsm8k":
-        if "####" not in text:
-            return None
-        return _normalise_number(text.split("####")[-1].strip().split("\n")[0])
-    if extract == "regex":
+        got = text.strip()
+    elif extract == "last_number":
+        m = _LAST_NUMBER_REVERSED.search(text[::-1])
+        got = m.group(1)[::-1] if m else None
+    elif extract == "boxed":
+        got = _last_boxed(text)
+    elif extract == "gsm8k":
+        got = text.split("####")[-1].strip().split("\n")[0] if "####" in text else None
+    elif extract == "regex":
         if not pattern:
-            raise ValueError("exact_match: extract='regex' needs pattern=...")
+            raise ValueError("extract='regex' needs pattern=...")
         m = re.findall(pattern, text)
-        if not m:
-            return None
-        last = m[-1]
-        return (last[0] if isinstance(last, tuple) else last).strip()
-    raise ValueError(f"exact_match: unknown extract mode '{extract}'; use strip, last_number, boxed, gsm8k or regex")
+        got = (m[-1][0] if isinstance(m[-1], tuple) else m[-1]) if m else None
+    else:
+        raise ValueError(f"unknown extract mode '{extract}'; use strip, last_number, boxed, gsm8k or regex")
+    return None if got is None else _normalise_number(got)
 
 
 def exact_match(prompts, completions, answer, extract: str = "strip", pattern: str | None = None, **_) -> list[float]:
-    """1.0 if the extracted answer equals the gold answer (numbers compared normalised), else 0.0."""
-    numeric = extract in ("last_number", "gsm8k")
+    """1.0 if the extracted answer equals the gold answer (numbers compared as numbers), else 0.0."""
     out = []
     for completion, gold in zip(completions, answer):
         got = extract_answer(completion, extract, pattern)
-        gold = str(gold).strip()
-        if numeric:
-            gold = _normalise_number(gold)
-        out.append(1.0 if got is not None and got == gold else 0.0)
+        out.append(1.0 if got is not None and got == _normalise_number(str(gold)) else 0.0)
     return out

@@ -6,7 +6,16 @@
     # or an entry point in the group "rsft_gen.rewards" of any installed package
 
 Contract (TRL's): fn(prompts, completions, **columns) -> list[float | None];
-every prompt-set column arrives as a keyword argument, plus `group_ids`.
+every prompt-set column arrives as a keyword argument, plus `group_ids`, and the
+recipe's `kwargs` for that reward. None means no opinion.
+
+Errors: a wrong output (wrong length, a value that is not a finite float or
+None) or an exception stops the run with a RewardError naming the reward and
+the sample, unless the recipe's `on_error` is `zero` or `skip` (the bad values
+become 0.0 or None). A reward is called once on the whole batch, so for an
+exception "the sample" is the first one that also raises when scored on its
+own (the first 200 are tried); an exception under zero/skip affects every
+sample of that call. Either way `score()` counts them (`reward/<name>/errors`).
 """
 
 from __future__ import annotations
@@ -14,6 +23,8 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import sys
+import time
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Callable
@@ -37,7 +48,8 @@ class RewardError(RuntimeError):
 class FoundReward:
     name: str
     target: str  # "module:function"
-    source: str  # "built-in", or the distribution that provides the entry point
+    source: str  # "built-in", or "entry point of <distribution>"
+    description: str = ""  # first line of the function's docstring
 
 
 def _import_target(target: str) -> Callable:
@@ -49,15 +61,33 @@ def _import_target(target: str) -> Callable:
     return fn
 
 
+def describe(fn: Callable) -> str:
+    """The first line of a reward's docstring (its function's, else its module's)."""
+    doc = getattr(fn, "__doc__", None) or getattr(sys.modules.get(getattr(fn, "__module__", ""), None), "__doc__", None) or ""
+    return doc.strip().splitlines()[0].strip() if doc.strip() else ""
+
+
 def available() -> tuple[list[FoundReward], dict[str, str]]:
-    """Every reward we can find, and the entry points that failed to load (name -> error)."""
+    """Every reward we can find, and those that failed to load (name -> error).
+
+    Built-ins and entry points of the group "rsft_gen.rewards" are each imported
+    to read their description; one that fails is reported by name, the rest still listed.
+    """
     from reward import BUILTIN
 
-    found = [FoundReward(n, t, "built-in") for n, t in BUILTIN.items()]
-    broken: dict[str, str] = {}
+    candidates = [(n, t, "built-in", lambda t=t: _import_target(t)) for n, t in BUILTIN.items()]
     for ep in entry_points(group=GROUP):
         dist = ep.dist.name if ep.dist else "?"
-        found.append(FoundReward(ep.name, ep.value, f"entry point of {dist}"))
+        candidates.append((ep.name, ep.value, f"entry point of {dist}", ep.load))
+    found: list[FoundReward] = []
+    broken: dict[str, str] = {}
+    for name, target, source, load_fn in candidates:
+        try:
+            fn = load_fn()
+        except Exception as e:  # a broken plugin must not hide the others
+            broken[name] = f"{source} '{target}': {type(e).__name__}: {e}"
+            continue
+        found.append(FoundReward(name, target, source, describe(fn)))
     return found, broken
 
 
@@ -78,56 +108,116 @@ def load(spec: str | RewardSpec) -> Callable:
             return _import_target(name)
         except (ImportError, AttributeError) as e:
             raise RecipeError(f"reward '{name}' could not be imported ({type(e).__name__}: {e}); check the module is installed and the function name.") from None
-    names = sorted(f.name for f in available()[0])
+    from reward import BUILTIN
+
+    names = sorted(set(BUILTIN) | {ep.name for ep in entry_points(group=GROUP)})
     raise RecipeError(f"reward '{name}' not found; available: {', '.join(names)}; or give 'package.module:function'.")
 
 
-def _check_output(name: str, values, n: int, on_error: str) -> tuple[list[float | None], int]:
-    """Validate one reward's output; returns (values, number of bad samples replaced)."""
-    if not isinstance(values, (list, tuple, np.ndarray)) or len(values) != n:
-        got = f"length {len(values)}" if hasattr(values, "__len__") else f"type {type(values).__name__}"
-        raise RewardError(f"reward '{name}' returned {got} for {n} completions; it must return a list with one float or None per completion.")
-    out, bad = [], 0
-    for i, v in enumerate(values):
-        ok = v is None or (isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) and math.isfinite(float(v)))
-        if ok:
-            out.append(None if v is None else float(v))
-            continue
-        if on_error == "raise":
-            raise RewardError(f"reward '{name}' returned {v!r} for sample {i}; rewards must be finite floats or None (set on_error: zero or skip to tolerate this).")
-        bad += 1
-        out.append(0.0 if on_error == "zero" else None)
-    return out, bad
+def _bad_value(v) -> bool:
+    ok = v is None or (isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, (bool, np.bool_))
+                       and math.isfinite(float(v)))
+    return not ok
+
+
+def _where(df: pd.DataFrame, i: int) -> str:
+    """'sample 17 (prompt_id 5, sample_index 1)': row i of the candidates frame."""
+    extra = [f"{c} {df[c].iat[i]}" for c in ("prompt_id", "sample_index") if c in df.columns]
+    return f"sample {i}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _first_failing(fn: Callable, prompts, completions, columns: dict, kwargs: dict, limit: int = 200) -> int | None:
+    """After a batch call raised: the first sample that raises when scored alone (None if none of the first `limit`)."""
+    for i in range(min(limit, len(completions))):
+        try:
+            fn(prompts[i:i + 1], completions[i:i + 1], **{k: v[i:i + 1] for k, v in columns.items()}, **kwargs)
+        except Exception:
+            return i
+    return None
+
+
+def _call(spec: RewardSpec, fn: Callable, df: pd.DataFrame, prompts, completions, columns) -> tuple[list[float | None], int]:
+    """Run one reward over all candidates and apply its on_error policy; returns (values, errors)."""
+    kwargs = _plain(spec.kwargs)
+    clash = sorted(set(kwargs) & set(columns))
+    if clash:
+        raise RecipeError(f"reward '{spec.name}': kwargs {clash} have the same names as prompt-set columns; rename them.")
+    n = len(completions)
+    tolerate = "(set on_error: zero or skip in the recipe to tolerate this)"
+    try:
+        values = fn(prompts, completions, **columns, **kwargs)
+    except Exception as e:
+        if spec.on_error == "raise":
+            # The call is batched, so "which sample" means: the first that also raises on its own.
+            i = _first_failing(fn, prompts, completions, columns, kwargs)
+            where = f"; {_where(df, i)} raises on its own" if i is not None else \
+                "; no single sample among the first 200 raises on its own (the failure needs the batch)"
+            raise RewardError(f"reward '{spec.name}' raised {type(e).__name__}: {e}{where} {tolerate}.") from e
+        log.warning("reward '%s' raised %s: %s; on_error=%s applies to all %d samples", spec.name, type(e).__name__, e, spec.on_error, n)
+        return [0.0 if spec.on_error == "zero" else None] * n, n
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
+    if not isinstance(values, (list, tuple)) or len(values) != n:
+        got = f"{type(values).__name__} of length {len(values)}" if hasattr(values, "__len__") else f"a {type(values).__name__}"
+        if spec.on_error == "raise":
+            raise RewardError(f"reward '{spec.name}' returned {got} for {n} completions; it must return a list with one "
+                              f"float or None per completion {tolerate}.")
+        log.warning("reward '%s' returned %s for %d completions; on_error=%s applies to all", spec.name, got, n, spec.on_error)
+        return [0.0 if spec.on_error == "zero" else None] * n, n
+    bad = [i for i, v in enumerate(values) if _bad_value(v)]
+    if bad and spec.on_error == "raise":
+        i = bad[0]
+        more = f" (and {len(bad) - 1} more samples)" if len(bad) > 1 else ""
+        raise RewardError(f"reward '{spec.name}' returned {values[i]!r} for {_where(df, i)}{more}; rewards must be finite "
+                          f"floats or None {tolerate}.")
+    fill = 0.0 if spec.on_error == "zero" else None
+    bad_set = set(bad)
+    return [fill if i in bad_set else (None if v is None else float(v)) for i, v in enumerate(values)], len(bad)
+
+
+def _plain(kwargs) -> dict:
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(kwargs, DictConfig):
+            return OmegaConf.to_container(kwargs, resolve=True)
+    except ImportError:
+        pass
+    return dict(kwargs or {})
 
 
 def score(cands: pd.DataFrame, specs: list[RewardSpec]) -> tuple[pd.DataFrame, dict]:
-    """Add `reward/<name>` columns and the weighted `reward`; returns (frame, counts)."""
+    """Add `reward/<name>` columns and the weighted `reward`; returns (frame, counts).
+
+    counts has, per reward, `reward/<name>/errors` (samples whose value was bad or
+    whose call failed, replaced per on_error) and `reward/<name>/none` (no opinion).
+    A sample none of the rewards has an opinion on gets reward NaN.
+    """
     df = cands.copy()
     prompts, completions = df["prompt"].tolist(), df["completion"].tolist()
     columns = {c: df[c].tolist() for c in df.columns if c not in _INTERNAL}
-    columns["group_ids"] = df["prompt_id"].tolist()
+    columns["group_ids"] = df["prompt_id"].tolist() if "prompt_id" in df.columns else list(range(len(df)))
     total = np.zeros(len(df))
     has_opinion = np.zeros(len(df), dtype=bool)
     counts: dict[str, float] = {}
     for spec in specs:
         fn = load(spec)
-        try:
-            values = fn(prompts, completions, **columns, **dict(spec.kwargs))
-            values, bad = _check_output(spec.name, values, len(df), spec.on_error)
-        except RewardError:
-            raise
-        except Exception as e:
-            if spec.on_error == "raise":
-                raise RewardError(f"reward '{spec.name}' raised {type(e).__name__}: {e} (set on_error: zero or skip to tolerate this).") from e
-            log.warning("reward '%s' raised %s: %s; on_error=%s for all %d samples", spec.name, type(e).__name__, e, spec.on_error, len(df))
-            values, bad = [0.0 if spec.on_error == "zero" else None] * len(df), len(df)
+        col_name = f"reward/{spec.name}"
+        k = 2
+        while col_name in df.columns:  # the same reward twice (say, with different kwargs)
+            col_name, k = f"reward/{spec.name}#{k}", k + 1
+        start = time.perf_counter()
+        values, errors = _call(spec, fn, df, prompts, completions, columns)
         col = np.array([np.nan if v is None else v for v in values], dtype=float)
-        df[f"reward/{spec.name}"] = col
+        df[col_name] = col
         opinion = ~np.isnan(col)
         total += np.where(opinion, spec.weight * np.nan_to_num(col), 0.0)
         has_opinion |= opinion
-        counts[f"reward/{spec.name}/errors"] = bad
-        counts[f"reward/{spec.name}/none"] = int((~opinion).sum())
+        counts[f"{col_name}/errors"] = errors
+        counts[f"{col_name}/none"] = int((~opinion).sum())
+        mean = float(col[opinion].mean()) if opinion.any() else float("nan")
+        log.info("%s: %d samples in %.2fs, mean %.3f, %d without opinion, %d errors", col_name, len(df),
+                 time.perf_counter() - start, mean, counts[f"{col_name}/none"], errors)
     # No reward had an opinion: NaN, which no acceptance rule accepts.
     df["reward"] = np.where(has_opinion, total, np.nan)
     return df, counts
