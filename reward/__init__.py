@@ -8,4 +8,11 @@ lists them with the entry points of installed packages.
 
 BUILTIN = {
     "exact_match": "reward.exact_match:exact_match",
+    "math": "reward.math_equiv:math_equiv",
+    "format": "reward.format:format_reward",
+    "length": "reward.length:length",
+    "span_f1": "reward.span_f1:span_f1",
+    "majority_vote": "reward.majority_vote:majority_vote",
+    "reward_model": "reward.reward_model:reward_model",
+    "code_exec": "reward.code_exec:code_exec",
 }

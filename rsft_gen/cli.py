@@ -34,9 +34,9 @@ def cmd_rewards(args) -> int:
 
     found, broken = available()
     for f in found:
-        print(f"{f.name:20s} {f.source:30s} {f.target}")
+        print(f"{f.name:16s} {f.description}\n{'':16s} {f.source}: {f.target}")
     for name, err in broken.items():
-        print(f"{name:20s} FAILED TO LOAD: {err}")
+        print(f"{name:16s} FAILED TO LOAD ({err})")
     return 0
 
 
