@@ -29,6 +29,26 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    import json
+
+    from rsft_gen.evaluate import evaluate_checkpoint
+
+    metrics, _, where = evaluate_checkpoint(args.target, args.round, args.overrides)
+    print(f"round {where['round']} ({where['model']}):", file=sys.stderr)
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from rsft_gen.report import print_report
+
+    print_report(Path(args.run_dir))
+    return 0
+
+
 def cmd_rewards(args) -> int:
     from rsft_gen.rewards import available
 
@@ -48,6 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=2 generate.n=4")
     p.add_argument("--allow-recipe-change", action="store_true", help="resume even though results-relevant keys changed")
     p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("eval", help="evaluate a round's checkpoint (or the starting model) of a run or recipe")
+    p.add_argument("target", metavar="RECIPE_OR_RUN_DIR")
+    p.add_argument("--round", type=int, default=None, help="round to evaluate (0 = starting model; default: the latest trained)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. eval.n=16 'eval.k=[1,4,16]'")
+    p.set_defaults(fn=cmd_eval)
+    p = sub.add_parser("report", help="write report.md and report.png for a run and print its table")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.set_defaults(fn=cmd_report)
     p = sub.add_parser("rewards", help="list every reward that can be found")
     p.set_defaults(fn=cmd_rewards)
     args = parser.parse_args(argv)

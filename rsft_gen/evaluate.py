@@ -2,6 +2,7 @@
 
     from rsft_gen.evaluate import evaluate
     metrics = evaluate(generator, eval_prompts, recipe, seed=0)
+    metrics, greedy, where = evaluate_checkpoint("runs/addition_tiny", round_idx=2)  # `rsft-gen eval`
 
 Greedy accuracy (pass@1 at temperature 0) always; with eval.n > 1 samples per
 prompt, also pass@k and maj@k (see rsft_gen.metrics). A prompt counts as
@@ -10,6 +11,9 @@ answer is right).
 """
 
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -41,3 +45,66 @@ def evaluate(generator: Generator, prompts: pd.DataFrame, recipe: Recipe, seed: 
         samples["correct"] = correctness(samples, recipe)
         metrics.update(sampled_metrics(samples, recipe.eval.k, seed=seed, **answer_extraction(recipe)))
     return metrics, cands
+
+
+
+def evaluate_checkpoint(target: str | Path, round_idx: int | None = None, overrides: list[str] = ()) -> tuple[dict, pd.DataFrame, dict]:
+    """`rsft-gen eval`: evaluate a run's round (or a recipe's starting model) with `evaluate`.
+
+    target is a run directory (its config.yaml, data/eval.parquet and
+    round_NN/model) or a recipe file (whose output_dir is used if that run
+    exists; otherwise its starting model, before any seed SFT, on the eval
+    prompts a run would draw). round_idx None: the latest trained round.
+    Returns (metrics, greedy completions, {"model", "round", "run_dir"}).
+    """
+    from rsft_gen import run_setup
+    from rsft_gen.config import RecipeError, load_recipe
+    from rsft_gen.data import make_task
+    from rsft_gen.generate import make_generator
+
+    target = Path(target)
+    run_dir = target if target.is_dir() else None
+    if run_dir is None:
+        recipe = load_recipe(target, list(overrides))
+        if (Path(recipe.output_dir) / "config.yaml").exists():
+            run_dir = Path(recipe.output_dir)
+    with tempfile.TemporaryDirectory(prefix="rsft_eval_") as tmp:
+        if run_dir is not None:
+            if not (run_dir / "config.yaml").exists():
+                raise RecipeError(f"'{run_dir}' has no config.yaml; give a run directory written by `rsft-gen run`, or a recipe file.")
+            recipe = load_recipe(run_dir / "config.yaml", list(overrides))
+            prompts = pd.read_parquet(run_dir / "data" / "eval.parquet")
+            model, round_idx = round_model(run_dir, recipe, round_idx)
+        else:
+            if round_idx not in (None, 0):
+                raise RecipeError(f"no run at '{recipe.output_dir}' (the recipe's output_dir), so no round {round_idx} to evaluate; run it first, or give the run directory.")
+            round_idx = 0
+            prompts = make_task(recipe.data, recipe.seed_sft.n, recipe.seed).eval
+            model = run_setup.prepare_base_model(recipe, Path(tmp))  # "tiny" is built with the run's seed
+        generator = make_generator(recipe.generate, model, run_setup.pick_device(recipe.device))
+        try:
+            metrics, greedy = evaluate(generator, prompts, recipe, seed=recipe.seed)
+        finally:
+            generator.close()
+    return metrics, greedy, {"model": str(model), "round": round_idx, "run_dir": str(run_dir) if run_dir else None}
+
+
+def round_model(run_dir: Path, recipe: Recipe, r: int | None) -> tuple[str, int]:
+    """Round r's checkpoint by the loop's rule (carried models, round_NN/model, round 0 = base); r None: latest."""
+    from rsft_gen import run_setup
+    from rsft_gen.config import RecipeError
+    from rsft_gen.state import RunState, round_dir
+
+    trained = sorted(int(p.parent.name[len("round_") :]) for p in run_dir.glob("round_*/model") if (p / "config.json").exists())
+    carried = {int(k): v for k, v in RunState(run_dir).get("carried_models", {}).items()}
+    if r is None:
+        r = max(trained + list(carried) + [0])
+    if r in carried:
+        return carried[r], r
+    model = round_dir(run_dir, r) / "model"
+    if (model / "config.json").exists():
+        return str(model), r
+    if r == 0:
+        return run_setup.prepare_base_model(recipe, run_dir), 0
+    have = ", ".join(str(i) for i in sorted(set(trained) | set(carried) | {0}))
+    raise RecipeError(f"{model} does not exist: round {r} of {run_dir} has no trained model; rounds with one: {have}.")
