@@ -71,6 +71,8 @@ class GenerateConfig:
     batch_size: int = 256  # prompts per HF generate call
     # Passed to vllm.LLM(...) untouched, so any engine option works without us listing it.
     vllm: dict[str, Any] = field(default_factory=dict)
+    # auto | inplace (one engine per run, asleep while training, weights reloaded) | restart (an engine per round)
+    vllm_lifecycle: str = "auto"
 
 
 @dataclass
@@ -166,6 +168,7 @@ class Recipe:
 
 CHOICES = {
     "generate.backend": ("hf", "vllm", "auto", "dataset"),
+    "generate.vllm_lifecycle": ("auto", "inplace", "restart"),
     "accept.rule": ("threshold", "best_of_n", "top_fraction", "all", "likelihood_ratio"),
     "accept.scope": ("prompt", "global"),
     "accept.target": ("reward_tilted", "model"),

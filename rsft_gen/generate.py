@@ -81,9 +81,9 @@ def make_generator(cfg: GenerateConfig, model_dir: str, device: str) -> Generato
 
         return HFGenerator(model_dir, device=device, batch_size=cfg.batch_size)
     if backend == "vllm":
-        from rsft_gen.generate_vllm import VLLMGenerator
+        from rsft_gen.generate_vllm import make_vllm_generator
 
-        return VLLMGenerator(model_dir, engine_kwargs=dict(cfg.vllm))
+        return make_vllm_generator(model_dir, dict(cfg.vllm), cfg.vllm_lifecycle)
     raise ValueError(f"generate.backend '{cfg.backend}' has no generator here (the 'dataset' backend is handled by the loop)")
 
 

@@ -25,7 +25,7 @@ from rsft_gen.tracking import make_tracker
 log = logging.getLogger("rsft_gen")
 TaskFrames = TaskData
 # Keys that may differ on resume without changing results.
-HARMLESS_PREFIXES = ("tracking.", "rounds", "eval.batch_size", "generate.batch_size", "generate.vllm.")
+HARMLESS_PREFIXES = ("tracking.", "rounds", "eval.batch_size", "generate.batch_size", "generate.vllm.", "generate.vllm_lifecycle")
 
 
 def pick_device(name: str) -> str:
@@ -117,7 +117,10 @@ class GeneratorCache:
         return self.current
 
     def release(self) -> None:
-        if self.current is not None and not hasattr(self.current, "load_weights"):
+        if self.current is not None and hasattr(self.current, "load_weights"):
+            if hasattr(self.current, "sleep"):
+                self.current.sleep()  # frees the engine's memory; load_weights wakes it
+        elif self.current is not None:
             self.current.close()
             self.current, self.model_dir = None, None
 
