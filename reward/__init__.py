@@ -15,4 +15,5 @@ BUILTIN = {
     "majority_vote": "reward.majority_vote:majority_vote",
     "reward_model": "reward.reward_model:reward_model",
     "code_exec": "reward.code_exec:code_exec",
+    "model_loss": "reward.model_loss:model_loss",
 }

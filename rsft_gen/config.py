@@ -90,7 +90,7 @@ class AcceptConfig:
     fraction: float = 0.25  # top_fraction
     scope: str = "prompt"  # top_fraction: per "prompt" (RAFT local) or "global"
     # likelihood_ratio
-    target: str = "reward_tilted"  # reward_tilted | model
+    target: str = "reward_tilted"  # reward_tilted | model | reward_weighted (p_i ∝ r_i, generate.backend: dataset)
     beta: float = 1.0
     r_max: Any = 1.0  # a number, or "per_prompt"
     target_model: Optional[str] = None
@@ -171,7 +171,7 @@ CHOICES = {
     "generate.vllm_lifecycle": ("auto", "inplace", "restart"),
     "accept.rule": ("threshold", "best_of_n", "top_fraction", "all", "likelihood_ratio"),
     "accept.scope": ("prompt", "global"),
-    "accept.target": ("reward_tilted", "model"),
+    "accept.target": ("reward_tilted", "model", "reward_weighted"),
     "accept.on_empty": ("stop", "carry"),
     "train.init": ("previous", "base"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
@@ -257,6 +257,12 @@ def validate(r: Recipe) -> None:
         bad("accept.log_m", f"is '{r.accept.log_m}'; give a number (log of the bound M) or 'auto'.")
     if r.accept.rule == "likelihood_ratio" and r.accept.target == "model" and not r.accept.target_model:
         bad("accept.target_model", "is not set; target: model needs the path of the target model.")
+    if not 0 < r.accept.pilot_fraction <= 1:
+        bad("accept.pilot_fraction", f"is {r.accept.pilot_fraction}; it must be in (0, 1] (the share of a round used to estimate M).")
+    if r.accept.samples_per_prompt is not None and (r.accept.samples_per_prompt <= 0 or r.accept.target != "reward_tilted" or r.accept.r_max != "per_prompt"):
+        bad("accept.samples_per_prompt", f"is {r.accept.samples_per_prompt}; RSO's draw-until-k needs a positive number with accept.target: reward_tilted and accept.r_max: per_prompt (or leave it unset).")
+    if r.accept.rule == "likelihood_ratio" and r.accept.target == "reward_weighted" and r.generate.backend != "dataset":
+        bad("accept.target", "is reward_weighted, which weights a fixed labelled set (q uniform over it); set generate.backend: dataset, or use reward_tilted for sampled candidates.")
     if not 0 < r.accept.fraction <= 1:
         bad("accept.fraction", f"is {r.accept.fraction}; it must be in (0, 1].")
     if not r.rewards:

@@ -74,8 +74,14 @@ def resolve_backend(name: str) -> str:
     return name
 
 
-def make_generator(cfg: GenerateConfig, model_dir: str, device: str) -> Generator:
+def make_generator(cfg: GenerateConfig, model_dir: str, device: str, prompts: pd.DataFrame | None = None) -> Generator:
     backend = resolve_backend(cfg.backend)
+    if backend == "dataset":
+        if prompts is not None:  # the round's candidates are the prompt set's reference completions
+            from rsft_gen.generate_dataset import DatasetGenerator
+
+            return DatasetGenerator(prompts, model_dir)
+        backend = "hf"  # without a prompt set (evaluation) the model itself is sampled
     if backend == "hf":
         from rsft_gen.generate_hf import HFGenerator
 
@@ -84,7 +90,7 @@ def make_generator(cfg: GenerateConfig, model_dir: str, device: str) -> Generato
         from rsft_gen.generate_vllm import make_vllm_generator
 
         return make_vllm_generator(model_dir, dict(cfg.vllm), cfg.vllm_lifecycle)
-    raise ValueError(f"generate.backend '{cfg.backend}' has no generator here (the 'dataset' backend is handled by the loop)")
+    raise ValueError(f"generate.backend '{cfg.backend}' has no generator; choose hf, vllm, auto or dataset")
 
 
 def candidates_frame(cands: list[Candidate], prompts: pd.DataFrame) -> pd.DataFrame:

@@ -12,19 +12,21 @@ re-running the same command continues after the last completed phase.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
 from rsft_gen import run_setup
 from rsft_gen.accept import decide
-from rsft_gen.config import Recipe
+from rsft_gen.config import Recipe, RewardSpec
 from rsft_gen.evaluate import evaluate
-from rsft_gen.generate import SamplingSettings, candidates_frame
+from rsft_gen.generate import SamplingSettings, candidates_frame, make_generator
+from rsft_gen.rewards import load as load_reward
 from rsft_gen.rewards import score
 from rsft_gen.select import select
 from rsft_gen.state import RunState, round_dir, write_json, write_parquet
@@ -77,7 +79,10 @@ def run_round(ctx: RunContext, r: int) -> dict:
     prompts = ctx.data.train
     if not state.done(r, "generate"):
         with ctx.phase(r, "generate") as m:
-            gen = ctx.generators.get(ctx.model_of(r - 1))
+            if recipe.generate.backend == "dataset":  # candidates = the prompt set's reference completions
+                gen = make_generator(recipe.generate, ctx.model_of(r - 1), ctx.device, prompts=prompts)
+            else:
+                gen = ctx.generators.get(ctx.model_of(r - 1))
             settings = SamplingSettings.from_config(recipe.generate, seed=recipe.seed * 1000 + r)
             start = time.perf_counter()
             cands = candidates_frame(gen.generate(prompts.prompt_id.tolist(), prompts.prompt.tolist(), settings), prompts)
@@ -88,14 +93,16 @@ def run_round(ctx: RunContext, r: int) -> dict:
 
     if not state.done(r, "reward"):
         with ctx.phase(r, "reward") as m:
-            scored, counts = score(pd.read_parquet(rd / "candidates.parquet"), recipe.rewards)
+            scored, counts = score(pd.read_parquet(rd / "candidates.parquet"), with_model_path(recipe.rewards, ctx.model_of(r - 1)))
             write_parquet(rd / "scored.parquet", scored)
             m.update(counts)
             m["reward/mean"] = float(scored.reward.mean())
 
     if not state.done(r, "accept"):
         with ctx.phase(r, "accept") as m:
-            decided, accept_metrics = decide(pd.read_parquet(rd / "scored.parquet"), recipe.accept, seed=recipe.seed * 1000 + r)
+            if recipe.accept.rule == "likelihood_ratio" and recipe.accept.target == "model":
+                ctx.generators.release()  # the target model needs the memory an engine may hold
+            decided, accept_metrics = decide(pd.read_parquet(rd / "scored.parquet"), recipe.accept, seed=recipe.seed * 1000 + r, device=ctx.device)
             sft, select_metrics = select(decided, recipe.select, ctx.data.seed_sft, seed=recipe.seed * 1000 + r)
             write_parquet(rd / "scored.parquet", decided)
             write_parquet(rd / "accepted.parquet", sft)
@@ -118,6 +125,19 @@ def run_round(ctx: RunContext, r: int) -> dict:
             m.update(evaluate_round(ctx, r))
 
     return finish_round(ctx, r)
+
+
+def with_model_path(specs: list[RewardSpec], model_path: str) -> list[RewardSpec]:
+    """Rewards with a `model_path` parameter (e.g. model_loss) get the current model's path."""
+    out = []
+    for spec in specs:
+        try:
+            params = inspect.signature(load_reward(spec)).parameters
+        except (TypeError, ValueError):  # a callable without a signature: give it nothing extra
+            params = {}
+        wants = "model_path" in params and "model_path" not in spec.kwargs
+        out.append(replace(spec, kwargs={**spec.kwargs, "model_path": model_path}) if wants else spec)
+    return out
 
 
 def handle_empty_round(ctx: RunContext, r: int) -> None:

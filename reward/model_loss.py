@@ -1,0 +1,35 @@
+"""model_loss: each example's mean token loss (negative log-likelihood) under a model.
+
+The loss-weighted selection reward: with `generate.backend: dataset` the
+candidates are a labelled set's reference completions, and the likelihood-ratio
+rule with `accept.target: reward_weighted` keeps the examples the current model
+finds hard more often (probability L_i / max L).
+
+The loop passes the current model as `model_path` (it does so for any reward
+with a `model_path` parameter); outside the loop, pass it yourself:
+
+    model_loss(["1+2="], ["3"], model_path="runs/x/round_01/model")   # -> [1.83...]
+
+The completion is scored as the SFT trainer sees it: prompt tokens, then the
+completion's tokens and EOS (`add_eos=False` leaves EOS out).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def model_loss(prompts, completions, model_path: str | None = None, device: str | None = None, batch_size: int = 64, add_eos: bool = True, **_) -> list[float]:
+    """Mean per-token loss of each completion given its prompt under the model at model_path."""
+    if not model_path:
+        raise ValueError("model_loss needs model_path=<model directory>; the rsft-gen loop passes the current model's path automatically.")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rsft_gen.likelihood import completion_log_probs
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32 if device == "cpu" else "auto").to(device).eval()
+    mean_log_p = completion_log_probs(model, tokenizer, list(prompts), list(completions), add_eos=add_eos, per_token_mean=True, batch_size=batch_size)
+    del model
+    return [float(-lp) for lp in mean_log_p]
