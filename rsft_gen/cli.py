@@ -78,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_report)
     p = sub.add_parser("rewards", help="list every reward that can be found")
     p.set_defaults(fn=cmd_rewards)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra  # key=value after an option: `rsft-gen eval RUN_DIR --round 2 eval.n=16`
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _setup_logging()
     from rsft_gen.config import RecipeError
     from rsft_gen.loop import EmptyRoundError

@@ -168,12 +168,14 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     return md, png
 
 
-def print_report(run_dir: Path) -> None:
+def console(stderr: bool = False):
     from rich.console import Console
 
+    c = Console(stderr=stderr)
+    return c if c.is_terminal else Console(stderr=stderr, width=200)  # piped or logged: don't squeeze to 80 columns
+
+
+def print_report(run_dir: Path) -> None:
     md, png = write_report(run_dir)
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=200)  # piped or logged: don't squeeze the columns to 80
-    console.print(rich_table(load_records(Path(run_dir)), title=f"rsft-gen report: {run_dir}"))
-    console.print(f"wrote {md} and {png}")
+    console().print(rich_table(load_records(Path(run_dir)), title=f"rsft-gen report: {run_dir}"))
+    console().print(f"wrote {md} and {png}")

@@ -12,8 +12,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 from omegaconf import OmegaConf
-from rich.console import Console
-from rich.table import Table
 
 from rsft_gen.config import Recipe, RecipeError, to_dict, to_yaml
 from rsft_gen.data import TaskData, make_task
@@ -154,20 +152,8 @@ def prepare(recipe: Recipe, run_dir: Path, allow_changes: bool = False) -> dict 
     }
 
 
-SUMMARY_KEYS = [
-    ("round", "round", "{}"),
-    ("eval/accuracy", "acc", "{:.3f}"),
-    ("accept/rate", "accept rate", "{:.3f}"),
-    ("select/sft_examples", "SFT set", "{}"),
-    ("train/loss", "loss", "{:.3f}"),
-    ("time/round_s", "seconds", "{:.1f}"),
-]
-
-
 def print_round_summary(records: list[dict]) -> None:
-    table = Table(title="rsft-gen rounds")
-    for _, title, _ in SUMMARY_KEYS:
-        table.add_column(title, justify="right")
-    for rec in records:
-        table.add_row(*(fmt.format(rec[k]) if k in rec and rec[k] == rec[k] else "-" for k, _, fmt in SUMMARY_KEYS))
-    Console(stderr=True).print(table)
+    """The one-screen summary after each round: the table `rsft-gen report` prints (pass@k, maj@k, reward, ...)."""
+    from rsft_gen.report import console, rich_table
+
+    console(stderr=True).print(rich_table(records))

@@ -245,7 +245,7 @@ def test_eval_command_reproduces_a_rounds_eval(run_dir, capsys):
     # the command, on the latest round by default
     assert main(["eval", str(run_dir)]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads((run_dir / "round_02" / "eval.json").read_text())
-    assert main(["eval", str(run_dir), "--round", "7"]) == 2  # no such round: a clear error, not a traceback
+    assert main(["eval", str(run_dir), "--round", "7", "eval.n=2"]) == 2  # no such round: a clear error, not a traceback
     assert "round 7" in capsys.readouterr().err
 
 
