@@ -42,7 +42,7 @@ log = logging.getLogger("rsft_gen")
 MODES = ("online", "offline", "disabled")
 # Columns of the per-round samples table (when present), around every reward/<name> column.
 TABLE_HEAD = ["prompt_id", "prompt", "completion", "answer"]
-TABLE_TAIL = ["reward", "log_q", "accept_prob", "accepted"]
+TABLE_TAIL = ["reward", "log_q", "log_p", "accept_prob", "accepted"]
 
 
 class Tracker:
