@@ -100,7 +100,7 @@ def test_load_weights_in_place_matches_a_fresh_model(vllm_engine, tiny_model_dir
 def test_two_rounds_with_vllm_backend(fast_recipe, tmp_path):
     from rsft_gen.loop import run
 
-    recipe = fast_recipe("rounds=2", "generate.backend=vllm", "generate.vllm.kv_cache_memory_bytes=67108864")
+    recipe = fast_recipe("rounds=2", "generate.backend=vllm", "generate.vllm.kv_cache_memory_bytes=67108864", "accept.rule=all")
     run_dir = run(recipe)
     state = json.loads((run_dir / "state.json").read_text())
     assert state["finished"] and state["rounds_done"] == 2
