@@ -10,6 +10,13 @@ with a `model_path` parameter); outside the loop, pass it yourself:
 
     model_loss(["1+2="], ["3"], model_path="runs/x/round_01/model")   # -> [1.83...]
 
+A recipe for it (evaluation counts the FIRST reward as correctness, so keep a
+correctness reward first with weight 0):
+
+    generate: {backend: dataset}
+    rewards: [{name: exact_match, weight: 0.0}, {name: model_loss}]
+    accept: {rule: likelihood_ratio, target: reward_weighted, log_m: auto}
+
 The completion is scored as the SFT trainer sees it: prompt tokens, then the
 completion's tokens and EOS (`add_eos=False` leaves EOS out).
 """
