@@ -78,10 +78,10 @@ def top_k_per_group(reward: np.ndarray, groups: np.ndarray, k: np.ndarray, rng: 
     rank[order] = rank_sorted
     accepted = finite & (rank < k)
 
+    # The probability each row had: the cut is the lowest accepted reward of its group.
     frame = pd.DataFrame({"g": groups, "r": r, "acc": accepted, "finite": finite})
-    by = frame.groupby("g")
     cut = frame["g"].map(frame[frame.acc].groupby("g")["r"].min()).to_numpy(dtype=float)
-    n_finite = by["finite"].transform("sum").to_numpy()
+    n_finite = frame.groupby("g")["finite"].transform("sum").to_numpy()
     above = frame.assign(a=finite & (r > cut)).groupby("g")["a"].transform("sum").to_numpy()
     tied = frame.assign(t=finite & (r == cut)).groupby("g")["t"].transform("sum").to_numpy()
     slots = np.minimum(k, n_finite) - above
@@ -92,7 +92,7 @@ def top_k_per_group(reward: np.ndarray, groups: np.ndarray, k: np.ndarray, rng: 
 
 
 def _fraction_k(fraction: float, size: np.ndarray) -> np.ndarray:
-    # ceil, minus a hair so that 0.3 * 10 = 3.0000000000000004 keeps 3, not 4
+    # ceil, minus a hair so that 0.28 * 25 = 7.000000000000001 keeps 7, not 8
     return np.maximum(np.ceil(fraction * size - 1e-9), 1).astype(int)
 
 
@@ -168,6 +168,7 @@ def likelihood_ratio(df: pd.DataFrame, cfg: AcceptConfig, rng: np.random.Generat
     violated = bound_violations(excess, 0.0, 0.0) & ~pilot
     prob[pilot] = 0.0
     if cfg.target == "reward_tilted" and cfg.samples_per_prompt:
+        # accept_prob then records each candidate's first-sweep probability; later sweeps raise it.
         accepted = _rso(np.where(nonfinite, np.nan, reward), groups, cfg.beta, cfg.samples_per_prompt, rng)
     else:
         accepted = rng.random(n) < prob
