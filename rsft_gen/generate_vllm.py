@@ -117,8 +117,10 @@ class VLLMGenerator:
 
         greedy = settings.temperature == 0
         start = time.perf_counter()
+        # detokenize=False: one batched decode at the end costs less than vLLM's per-token
+        # incremental detokenizer (and its decoding of every logprob entry).
         if greedy:  # vLLM refuses n > 1 at temperature 0; the n samples would be identical anyway
-            params = SamplingParams(n=1, temperature=0.0, max_tokens=settings.max_new_tokens)
+            params = SamplingParams(n=1, temperature=0.0, max_tokens=settings.max_new_tokens, detokenize=False)
         else:
             base = dict(
                 n=settings.n,
@@ -126,32 +128,33 @@ class VLLMGenerator:
                 top_p=settings.top_p,
                 top_k=settings.top_k or 0,  # 0 = off, as in our settings
                 max_tokens=settings.max_new_tokens,
-                logprobs=0,  # only the sampled token's log-prob (processed: under q)
+                logprobs=0,  # only the sampled token's log-prob (processed: under q); we use their sum
+                flat_logprobs=True,
+                detokenize=False,
             )
             params = [SamplingParams(**base, seed=prompt_seed(settings.seed, int(pid))) for pid in prompt_ids]
         outputs = self.llm.generate(prompts, params, use_tqdm=progress)
-        out: list[Candidate] = []
+        rows = []
         for pid, request in zip(prompt_ids, outputs):
             samples = request.outputs * settings.n if greedy else sorted(request.outputs, key=lambda c: c.index)
-            for i, c in enumerate(samples):
-                if greedy:
-                    log_q = 0.0  # a point mass drew it
-                elif c.cumulative_logprob is not None:
-                    log_q = float(c.cumulative_logprob)
-                else:
-                    log_q = float(sum(next(iter(step.values())).logprob for step in c.logprobs))
-                ids = list(c.token_ids)  # ends with EOS when finish_reason == "stop", as in the HF backend
-                out.append(
-                    Candidate(
-                        prompt_id=int(pid),
-                        sample_index=i,
-                        completion=c.text,
-                        token_ids=ids,
-                        num_tokens=len(ids),
-                        log_q=log_q,
-                        finish_reason=c.finish_reason or "length",
-                    )
+            rows += [(int(pid), i, c) for i, c in enumerate(samples)]
+        tokenizer = self.llm.get_tokenizer()
+        ends_with_eos = [c.finish_reason == "stop" and len(c.token_ids) > 0 and c.token_ids[-1] == tokenizer.eos_token_id for _, _, c in rows]
+        texts = tokenizer.batch_decode([list(c.token_ids)[:-1] if e else list(c.token_ids) for (_, _, c), e in zip(rows, ends_with_eos)], skip_special_tokens=True)
+        out: list[Candidate] = []
+        for (pid, i, c), text in zip(rows, texts):
+            ids = list(c.token_ids)  # ends with EOS when finish_reason == "stop", as in the HF backend
+            out.append(
+                Candidate(
+                    prompt_id=pid,
+                    sample_index=i,
+                    completion=text,
+                    token_ids=ids,
+                    num_tokens=len(ids),
+                    log_q=0.0 if greedy else float(c.cumulative_logprob),  # greedy: a point mass drew it
+                    finish_reason=c.finish_reason or "length",
                 )
+            )
         seconds = time.perf_counter() - start
         tokens = sum(c.num_tokens for c in out)
         log.info("vLLM generated %d samples (%d tokens) in %.1fs, %.0f tokens/s", len(out), tokens, seconds, tokens / max(seconds, 1e-9))

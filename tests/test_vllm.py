@@ -113,3 +113,18 @@ def test_two_rounds_with_vllm_backend(fast_recipe, tmp_path):
         assert len(cands) == recipe.data.train_prompts * recipe.generate.n
         assert (cands.log_q < 0).all() and cands.log_q.notna().all()
         assert (run_dir / f"round_{r:02d}" / "model" / "config.json").exists()
+
+
+def test_engine_options_recipe_wins_over_cpu_defaults():
+    from rsft_gen.config import RecipeError
+    from rsft_gen.generate_vllm import engine_options
+
+    opts = engine_options("m", {"max_model_len": 128, "enforce_eager": False, "seed": 3}, cpu=True)
+    assert opts["max_model_len"] == 128 and opts["enforce_eager"] is False and opts["seed"] == 3
+    assert opts["kv_cache_memory_bytes"] == 1 << 30 and opts["logprobs_mode"] == "processed_logprobs"
+    # A recipe that sizes memory as a share of RAM gets exactly that, not our fixed KV cache size.
+    opts = engine_options("m", {"gpu_memory_utilization": 0.2, "tensor_parallel_size": 2}, cpu=True)
+    assert "kv_cache_memory_bytes" not in opts and opts["gpu_memory_utilization"] == 0.2 and opts["tensor_parallel_size"] == 2
+    assert "enforce_eager" not in engine_options("m", {}, cpu=False)  # GPU: vLLM's own defaults
+    with pytest.raises(RecipeError, match="generate.vllm.logprobs_mode"):
+        engine_options("m", {"logprobs_mode": "raw_logprobs"}, cpu=True)

@@ -1,0 +1,144 @@
+"""Generation throughput: raw vllm.LLM.generate vs our vLLM backend vs our HF backend.
+
+    python eval/bench_generate.py                      # tiny model and a ~25M-parameter Llama, ~5 min on 2 CPU cores
+    python eval/bench_generate.py --models tiny --prompts 64
+
+All three run in this one process, on the same model, prompts and sampling
+settings (n samples per prompt, temperature, top-p, max new tokens). Raw vLLM
+and our backend share one engine and alternate, best of `--reps` each; our
+backend adds per-prompt seeds and the sampled tokens' log-probs (log q). The HF
+backend runs after the engine is shut down, so it has the cores to itself.
+Also prints what each engine lifecycle costs: start, shutdown, in-place reload,
+and the memory an engine kept alive would hold during training. Models are
+random-init (rsft_gen.tiny_model); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from rsft_gen.config import TinyModelConfig
+from rsft_gen.generate import SamplingSettings
+from rsft_gen.tiny_model import build_tiny_model, build_tokenizer
+
+# A ~25M-parameter Llama: 6 layers of width 512 over the char tokenizer.
+MEDIUM = dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, intermediate_size=2048, max_position_embeddings=256)
+
+
+def build_medium_model(out_dir: Path, seed: int = 0) -> Path:
+    tok = build_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tok), num_key_value_heads=MEDIUM["num_attention_heads"], tie_word_embeddings=True, torch_dtype="float32",
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **MEDIUM,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return out_dir
+
+
+def make_model(name: str, root: Path) -> tuple[Path, int]:
+    out = root / name
+    if name == "tiny":
+        build_tiny_model(out, TinyModelConfig(), seed=0)
+    else:
+        build_medium_model(out)
+    params = sum(p.numel() for p in LlamaForCausalLM.from_pretrained(out).parameters())
+    return out, params
+
+
+def engine_rss_gib() -> float:
+    """Resident memory of this process's children: the engine core and its workers."""
+    return sum(c.memory_info().rss for c in psutil.Process().children(recursive=True)) / 2**30
+
+
+def timed(fn) -> tuple[float, int]:
+    start = time.perf_counter()
+    tokens = fn()
+    return time.perf_counter() - start, tokens
+
+
+def bench_model(name: str, root: Path, args) -> dict:
+    from vllm import SamplingParams
+
+    from rsft_gen.generate_hf import HFGenerator
+    from rsft_gen.generate_vllm import ReloadingVLLMGenerator
+
+    model_dir, params = make_model(name, root)
+    num_prompts = args.prompts or {"tiny": 128, "medium": 32}[name]
+    prompts = [f"{(7 * i) % 100}+{(13 * i) % 100}=" for i in range(num_prompts)]
+    ids = list(range(len(prompts)))
+    settings = SamplingSettings(n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=0)
+    raw_params = SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_new_tokens)
+
+    gen = ReloadingVLLMGenerator(str(model_dir), {"kv_cache_memory_bytes": 256 << 20})  # generates like VLLMGenerator
+    raw = lambda: sum(len(c.token_ids) for o in gen.llm.generate(prompts, raw_params, use_tqdm=False) for c in o.outputs)  # noqa: E731
+    ours = lambda: sum(c.num_tokens for c in gen.generate(ids, prompts, settings, progress=False))  # noqa: E731
+    gen.llm.generate(prompts[:8], raw_params, use_tqdm=False)  # warm-up: first calls pay one-off costs
+    gen.generate(ids[:8], prompts[:8], settings, progress=False)
+    best = {"raw": 0.0, "ours": 0.0}
+    for _ in range(args.reps):  # alternate, so drifting load from other processes hits both alike
+        for key, fn in (("raw", raw), ("ours", ours)):
+            seconds, tokens = timed(fn)
+            best[key] = max(best[key], tokens / seconds)
+    rss = engine_rss_gib()
+    reload_s, _ = timed(lambda: gen.load_weights(str(model_dir)) or 0)
+    close_s, _ = timed(gen.close)
+
+    hf = HFGenerator(str(model_dir), device="cpu", batch_size=args.hf_batch_size)
+    hf.generate(ids[:8], prompts[:8], settings, progress=False)
+    hf_best = 0.0
+    for _ in range(args.reps):
+        seconds, tokens = timed(lambda: sum(c.num_tokens for c in hf.generate(ids, prompts, settings, progress=False)))
+        hf_best = max(hf_best, tokens / seconds)
+    hf.close()
+    return dict(
+        model=name, params=params, work=f"{num_prompts}x{args.n}x{args.max_new_tokens}", raw=best["raw"], ours=best["ours"], hf=hf_best,
+        start_s=gen.start_seconds, close_s=close_s, reload_s=reload_s, rss_gib=rss,
+    )
+
+
+def print_tables(rows: list[dict], args) -> None:
+    print(f"\nGeneration throughput (generated tokens/s; temperature {args.temperature}, top-p {args.top_p}; best of {args.reps})\n")
+    print("| model | parameters | prompts x n x max new tokens | raw vLLM | our vLLM backend | ours / raw | our HF backend |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['work']} | {r['raw']:.0f} | {r['ours']:.0f} | {r['ours'] / r['raw']:.3f} | {r['hf']:.0f} |")
+    print("\nEngine lifecycle costs (seconds; RSS = memory an engine kept alive holds while the trainer runs)\n")
+    print("| model | engine start | shutdown | in-place weight reload | engine RSS (GiB) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['model']} | {r['start_s']:.1f} | {r['close_s']:.1f} | {r['reload_s']:.2f} | {r['rss_gib']:.2f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["tiny", "medium"], choices=["tiny", "medium"])
+    ap.add_argument("--prompts", type=int, default=None, help="default: 128 for tiny, 32 for medium")
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--hf-batch-size", type=int, default=256)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with tempfile.TemporaryDirectory(prefix="bench_generate.") as tmp:
+        rows = []
+        for name in args.models:
+            rows.append(bench_model(name, Path(tmp), args))
+            print_tables(rows, args)  # partial results survive an interrupted run
+
+
+if __name__ == "__main__":  # the engine's processes are spawned and re-import this module
+    main()
