@@ -139,8 +139,11 @@ class VLLMGenerator:
             samples = request.outputs * settings.n if greedy else sorted(request.outputs, key=lambda c: c.index)
             rows += [(int(pid), i, c) for i, c in enumerate(samples)]
         tokenizer = self.llm.get_tokenizer()
-        ends_with_eos = [c.finish_reason == "stop" and len(c.token_ids) > 0 and c.token_ids[-1] == tokenizer.eos_token_id for _, _, c in rows]
-        texts = tokenizer.batch_decode([list(c.token_ids)[:-1] if e else list(c.token_ids) for (_, _, c), e in zip(rows, ends_with_eos)], skip_special_tokens=True)
+        text_ids = []  # the completion's text leaves out the final EOS, as in the HF backend
+        for _, _, c in rows:
+            ids = list(c.token_ids)
+            text_ids.append(ids[:-1] if c.finish_reason == "stop" and ids[-1:] == [tokenizer.eos_token_id] else ids)
+        texts = tokenizer.batch_decode(text_ids, skip_special_tokens=True)
         out: list[Candidate] = []
         for (pid, i, c), text in zip(rows, texts):
             ids = list(c.token_ids)  # ends with EOS when finish_reason == "stop", as in the HF backend
