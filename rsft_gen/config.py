@@ -69,6 +69,9 @@ class GenerateConfig:
     top_k: int = 0  # 0 = off
     max_new_tokens: int = 8
     batch_size: int = 256  # prompts per HF generate call
+    # Prompts per generation shard: each shard is written on its own and seeded by its index,
+    # so a crash loses at most one shard and a resumed round samples exactly the same candidates.
+    shard_prompts: int = 1024
     # Passed to vllm.LLM(...) untouched, so any engine option works without us listing it.
     vllm: dict[str, Any] = field(default_factory=dict)
     # auto | inplace (one engine per run, asleep while training, weights reloaded) | restart (an engine per round)
@@ -247,6 +250,8 @@ def validate(r: Recipe) -> None:
         bad("generate.temperature", f"is {r.generate.temperature}; it must be >= 0.")
     if not 0 < r.generate.top_p <= 1:
         bad("generate.top_p", f"is {r.generate.top_p}; it must be in (0, 1].")
+    if r.generate.shard_prompts <= 0:
+        bad("generate.shard_prompts", f"is {r.generate.shard_prompts}; it must be a positive number of prompts per generation shard (default 1024).")
     if r.generate.max_new_tokens <= 0:
         bad("generate.max_new_tokens", "must be positive.")
     if r.accept.beta <= 0:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rsft_gen import run_setup
+from rsft_gen import faults, run_setup
 from rsft_gen.accept import decide
 from rsft_gen.config import Recipe, RewardSpec
 from rsft_gen.evaluate import evaluate
@@ -69,6 +70,7 @@ class RunContext:
         yield metrics
         seconds = time.perf_counter() - start
         metrics[f"time/{name}_s"] = seconds
+        faults.check(r, name)  # tests: die here, outputs written but the phase not yet marked
         self.state.complete(r, name, metrics)
         log.info("round %d: %s done in %.1fs", r, name, seconds)
 
@@ -79,17 +81,12 @@ def run_round(ctx: RunContext, r: int) -> dict:
     prompts = ctx.data.train
     if not state.done(r, "generate"):
         with ctx.phase(r, "generate") as m:
-            if recipe.generate.backend == "dataset":  # candidates = the prompt set's reference completions
-                gen = make_generator(recipe.generate, ctx.model_of(r - 1), ctx.device, prompts=prompts)
-            else:
-                gen = ctx.generators.get(ctx.model_of(r - 1))
-            settings = SamplingSettings.from_config(recipe.generate, seed=recipe.seed * 1000 + r)
-            start = time.perf_counter()
-            cands = candidates_frame(gen.generate(prompts.prompt_id.tolist(), prompts.prompt.tolist(), settings), prompts)
-            m["generate/tokens_per_s"] = int(cands.num_tokens.sum()) / (time.perf_counter() - start)
+            cands, new_tokens, seconds = generate_shards(ctx, r, prompts)
+            m["generate/tokens_per_s"] = new_tokens / seconds if seconds > 0 else 0.0
             write_parquet(rd / "candidates.parquet", cands)
             m["generate/samples"] = len(cands)
             m["generate/tokens"] = int(cands.num_tokens.sum())
+    shutil.rmtree(rd / "candidates", ignore_errors=True)  # the shards, now in candidates.parquet
 
     if not state.done(r, "reward"):
         with ctx.phase(r, "reward") as m:
@@ -125,6 +122,36 @@ def run_round(ctx: RunContext, r: int) -> dict:
             m.update(evaluate_round(ctx, r))
 
     return finish_round(ctx, r)
+
+
+def generate_shards(ctx: RunContext, r: int, prompts: pd.DataFrame) -> tuple[pd.DataFrame, int, float]:
+    """Sample generate.n candidates per prompt, generate.shard_prompts prompts at a time.
+
+    Each shard is written atomically to round_XX/candidates/shard_NNNNN.parquet and
+    seeded by (seed, round, shard index) alone, so after a crash the shards already
+    on disk are kept, only the others are sampled, and the result is exactly what an
+    uninterrupted run gives. Returns (all candidates, tokens sampled now, seconds).
+    """
+    recipe, shard_dir = ctx.recipe, round_dir(ctx.run_dir, r) / "candidates"
+    dataset = recipe.generate.backend == "dataset"  # candidates = the prompt set's reference completions
+    size = len(prompts) if dataset else recipe.generate.shard_prompts  # its log q is uniform over the whole set: one shard
+    gen, parts, new_tokens, seconds = None, [], 0, 0.0
+    for i, begin in enumerate(range(0, len(prompts), max(size, 1))):
+        batch, path = prompts.iloc[begin : begin + size], shard_dir / f"shard_{i:05d}.parquet"
+        part = pd.read_parquet(path) if path.exists() else None
+        if part is None or set(part.prompt_id) != set(batch.prompt_id):  # missing, or not this shard's prompts
+            if gen is None:
+                gen = make_generator(recipe.generate, ctx.model_of(r - 1), ctx.device, prompts=prompts) if dataset else ctx.generators.get(ctx.model_of(r - 1))
+            settings = SamplingSettings.from_config(recipe.generate, seed=(recipe.seed * 1000 + r) * 100_000 + i)
+            start = time.perf_counter()
+            part = candidates_frame(gen.generate(batch.prompt_id.tolist(), batch.prompt.tolist(), settings), batch)
+            seconds += time.perf_counter() - start
+            new_tokens += int(part.num_tokens.sum())
+            write_parquet(path, part)
+            faults.check(r, "generate", shard=i)
+        parts.append(part)
+    cands = pd.concat(parts, ignore_index=True) if parts else candidates_frame([], prompts)
+    return cands, new_tokens, seconds
 
 
 def with_model_path(specs: list[RewardSpec], model_path: str) -> list[RewardSpec]:
