@@ -47,11 +47,14 @@ class DataConfig:
     digits: list[int] = field(default_factory=lambda: [1, 2])
     train_prompts: int = 2000  # prompts sampled from each round
     eval_prompts: int = 500
-    path: Optional[str] = None  # jsonl/json/parquet/csv file, or data set name
+    path: Optional[str] = None  # file: .jsonl/.json/.parquet/.csv or a save_to_disk dir; hub: a load_dataset name
+    name: Optional[str] = None  # hub: the data set's config name (e.g. "main" for gsm8k)
+    data_files: Any = None  # hub: passed to load_dataset (e.g. path: json, data_files: local.jsonl)
     split: str = "train"
-    eval_split: Optional[str] = None
+    eval_split: Optional[str] = None  # None: hold out part of `split` for eval
     prompt_field: str = "prompt"
     answer_field: str = "answer"
+    subsample: Optional[int] = None  # keep this many rows of each split, drawn with the run's seed
 
 
 @dataclass
@@ -127,6 +130,12 @@ class TrainConfig:
     gradient_checkpointing: Optional[bool] = None  # None: on for GPU, off for CPU
     max_length: int = 64
     logging_steps: int = 10
+    # LoRA: passed to peft.LoraConfig(task_type="CAUSAL_LM", **peft) untouched; empty = full fine-tuning.
+    # Adapters are merged into the saved checkpoint, so generation (vLLM too) always loads a full model.
+    peft: dict[str, Any] = field(default_factory=dict)
+    freeze: list[str] = field(default_factory=list)  # parameter-name regexes (re.search) kept frozen
+    num_processes: int = 1  # > 1: the train phase runs as `accelerate launch` child processes
+    accelerate_config: Optional[str] = None  # e.g. configs/accelerate/deepspeed_zero2.yaml; None: plain DDP
 
 
 @dataclass
@@ -177,6 +186,7 @@ CHOICES = {
     "accept.target": ("reward_tilted", "model", "reward_weighted"),
     "accept.on_empty": ("stop", "carry"),
     "train.init": ("previous", "base"),
+    "data.task": ("addition", "file", "hub"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
     "device": ("auto", "cpu", "cuda"),
 }
@@ -277,6 +287,16 @@ def validate(r: Recipe) -> None:
             bad(f"rewards[{i}].on_error", f"is '{spec.on_error}'; choose raise, zero or skip.")
     if r.train.batch_size <= 0 or r.train.epochs <= 0:
         bad("train.batch_size / train.epochs", "must be positive.")
+    if r.train.num_processes <= 0:
+        bad("train.num_processes", f"is {r.train.num_processes}; it must be 1 (in-process) or more (accelerate launch).")
+    if r.train.accelerate_config and not Path(r.train.accelerate_config).is_file():
+        bad("train.accelerate_config", f"is '{r.train.accelerate_config}', which does not exist; use one of configs/accelerate/*.yaml.")
+    if r.train.peft and r.train.freeze:
+        bad("train.freeze", "is set together with train.peft; LoRA already freezes the base model, use one or the other.")
+    if r.data.task in ("file", "hub") and not r.data.path:
+        bad("data.path", f"is not set; data.task: {r.data.task} needs a file/directory or a data set name.")
+    if r.data.subsample is not None and r.data.subsample <= 0:
+        bad("data.subsample", f"is {r.data.subsample}; give a positive number of rows, or leave it unset to keep all.")
     if r.data.train_prompts <= 0:
         bad("data.train_prompts", f"is {r.data.train_prompts}; it must be positive.")
     if r.eval.n <= 0 or any(k <= 0 or k > r.eval.n for k in r.eval.k):

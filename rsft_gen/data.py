@@ -59,9 +59,9 @@ def make_task(cfg: DataConfig, seed_sft_n: int, seed: int) -> TaskData:
         train = addition_problems(cfg.train_prompts, cfg.digits, seed=seed + 2, exclude=taken)
         seed_df = addition_problems(seed_sft_n, cfg.digits, seed=seed + 3, exclude=taken)
         return TaskData(train=train, eval=eval_df, seed_sft=seed_df)
-    if cfg.task == "file":
+    if cfg.task in ("file", "hub"):
         return _from_files(cfg, seed_sft_n, seed)
-    raise RecipeError(f"recipe key 'data.task' is '{cfg.task}'; choose 'addition' (built-in) or 'file' (with data.path).")
+    raise RecipeError(f"recipe key 'data.task' is '{cfg.task}'; choose 'addition' (built-in), 'file' or 'hub' (with data.path).")
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -97,16 +97,55 @@ def normalise_prompts(df: pd.DataFrame, cfg: DataConfig, where: str) -> pd.DataF
     return df
 
 
+def load_split(cfg: DataConfig, split: str) -> pd.DataFrame:
+    """One split of the recipe's data source as a DataFrame (rows unchanged).
+
+    file: a .jsonl/.json/.parquet/.csv file (one split), or a `save_to_disk` directory.
+    hub:  `datasets.load_dataset(path, name, data_files=..., split=...)`; a hub name,
+          or a builder such as "json"/"parquet" with local data_files.
+    """
+    import datasets  # slow to import; only file/hub runs need it
+
+    path = Path(cfg.path).expanduser()
+    if cfg.task == "file" and not path.is_dir():
+        return read_table(path)
+    try:
+        if cfg.task == "file":
+            ds = datasets.load_from_disk(str(path))
+            if isinstance(ds, datasets.DatasetDict):
+                if split not in ds:
+                    raise RecipeError(f"data directory '{path}' has no split '{split}' (recipe keys 'data.split' / 'data.eval_split'); its splits are {list(ds)}.")
+                ds = ds[split]
+        else:
+            ds = datasets.load_dataset(cfg.path, cfg.name, data_files=cfg.data_files, split=split)
+    except RecipeError:
+        raise
+    except (FileNotFoundError, ValueError) as e:  # unknown name/split/config, or not a saved data set
+        raise RecipeError(f"data source '{cfg.path}' (data.task: {cfg.task}, split '{split}') could not be loaded: {e}") from None
+    return ds.to_pandas()
+
+
+def _subsample(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
+    if n is None or n >= len(df):
+        return df
+    return df.iloc[np.sort(np.random.default_rng(seed).choice(len(df), n, replace=False))]
+
+
 def _from_files(cfg: DataConfig, seed_sft_n: int, seed: int) -> TaskData:
     if not cfg.path:
-        raise RecipeError("recipe key 'data.path' is not set; data.task: file needs a .jsonl/.json/.parquet/.csv file.")
-    path = Path(cfg.path)
-    df = normalise_prompts(read_table(path), cfg, f"data file '{path}'")
+        raise RecipeError("recipe key 'data.path' is not set; data.task: file needs a .jsonl/.json/.parquet/.csv file or a save_to_disk directory.")
+    where = f"data source '{cfg.path}' split '{cfg.split}'"
+    df = normalise_prompts(_subsample(load_split(cfg, cfg.split), cfg.subsample, seed), cfg, where)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(df))
-    n_eval = min(cfg.eval_prompts, len(df) // 5 or 1)
-    eval_df = df.iloc[order[:n_eval]]
-    rest = df.iloc[order[n_eval:]]
+    if cfg.eval_split:  # a separate eval split: train on all of `split`
+        eval_df = normalise_prompts(_subsample(load_split(cfg, cfg.eval_split), cfg.subsample, seed + 1), cfg, f"data source '{cfg.path}' split '{cfg.eval_split}'")
+        eval_df = eval_df.iloc[: cfg.eval_prompts]
+        rest = df.iloc[order]
+    else:
+        n_eval = min(cfg.eval_prompts, len(df) // 5 or 1)
+        eval_df = df.iloc[order[:n_eval]]
+        rest = df.iloc[order[n_eval:]]
     train = rest.iloc[: cfg.train_prompts]
     seed_df = rest.iloc[:seed_sft_n]
     renumber = lambda d: d.assign(prompt_id=np.arange(len(d))).reset_index(drop=True)  # noqa: E731
