@@ -29,6 +29,7 @@ from rsft_gen.evaluate import evaluate
 from rsft_gen.generate import SamplingSettings, candidates_frame, make_generator
 from rsft_gen.rewards import load as load_reward
 from rsft_gen.rewards import score
+from rsft_gen.prompts import render_task
 from rsft_gen.select import select
 from rsft_gen.state import RunState, round_dir, write_json, write_parquet
 from rsft_gen.tracking import Tracker, make_tracker
@@ -216,6 +217,7 @@ def run(recipe: Recipe, allow_changes: bool = False) -> Path:
     if ctx_parts is None:
         return run_dir  # already finished; prepare() said so
     ctx = RunContext(recipe=recipe, run_dir=run_dir, **ctx_parts)
+    ctx.data = render_task(ctx.data, recipe.model, ctx.base_model)  # chat template, if the recipe asks
     try:
         records = [run_round_zero(ctx)]
         for r in range(1, recipe.rounds + 1):

@@ -7,11 +7,18 @@ Prompt-completion format, loss on the completion only (TRL appends EOS).
 Precision and gradient checkpointing are chosen for the device: TRL's
 defaults (bf16 + checkpointing) make CPU training ~14x slower, so on CPU we
 train in float32 without checkpointing; on GPUs, bf16 where supported.
+
+train.peft (LoRA) and train.freeze restrict what trains; the saved checkpoint is
+always a full transformers model (adapters merged) so any generator loads it.
+train.num_processes > 1 runs this same function under `accelerate launch`
+(see rsft_gen/train_launch.py).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import shutil
 import tempfile
 import time
@@ -23,7 +30,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
-from rsft_gen.config import TrainConfig
+from rsft_gen.config import RecipeError, TrainConfig
 from rsft_gen.state import publish_dir
 
 log = logging.getLogger(__name__)
@@ -65,6 +72,53 @@ def sft_config(cfg: TrainConfig, out_dir: str, device: str, seed: int, report_to
     )
 
 
+def _in_launched_child() -> bool:
+    return os.environ.get("RSFT_GEN_TRAIN_CHILD") == "1"
+
+
+def freeze_parameters(model, patterns: list[str]) -> int:
+    """Freeze every parameter whose name matches one of the regexes; returns how many tensors."""
+    if not patterns:
+        return 0
+    regexes = [re.compile(p) for p in patterns]
+    frozen = 0
+    for name, param in model.named_parameters():
+        if any(rx.search(name) for rx in regexes):
+            param.requires_grad_(False)
+            frozen += 1
+    if frozen == 0:
+        names = [n for n, _ in model.named_parameters()][:6]
+        raise RecipeError(f"recipe key 'train.freeze' ({list(patterns)}) matches no parameter; names look like {names}.")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise RecipeError(f"recipe key 'train.freeze' ({list(patterns)}) freezes every parameter; nothing would train.")
+    return frozen
+
+
+def lora_config(cfg: TrainConfig):
+    if not cfg.peft:
+        return None
+    from peft import LoraConfig
+
+    try:
+        return LoraConfig(task_type="CAUSAL_LM", **dict(cfg.peft))
+    except TypeError as e:
+        raise RecipeError(f"recipe key 'train.peft' has an option peft.LoraConfig does not take: {e}") from None
+
+
+def save_full_model(trainer: SFTTrainer, tokenizer, path: Path) -> None:
+    """Save a plain transformers checkpoint; LoRA adapters are merged in first."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):  # a PeftModel: generation and vLLM need the full weights
+        model = model.merge_and_unload()
+        if trainer.accelerator.is_main_process:
+            model.save_pretrained(str(path))
+    else:
+        trainer.save_model(str(path))  # handles DeepSpeed/FSDP state gathering on every process
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(str(path))
+    trainer.accelerator.wait_for_everyone()
+
+
 def train_sft(
     model_dir: str | Path,
     sft: pd.DataFrame,
@@ -75,25 +129,35 @@ def train_sft(
     report_to: list[str] | None = None,
 ) -> dict:
     """Train model_dir on sft (prompt, completion) and publish the result at out_dir."""
+    if cfg.num_processes > 1 and not _in_launched_child():
+        from rsft_gen.train_launch import launch_train  # the same function, in N accelerate processes
+
+        return launch_train(model_dir, sft, out_dir, cfg, device, seed, report_to)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32 if device == "cpu" else "auto")
+    frozen = freeze_parameters(model, cfg.freeze)
     dataset = Dataset.from_pandas(sft[["prompt", "completion"]].reset_index(drop=True), preserve_index=False)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = Path(tempfile.mkdtemp(prefix=".model.", dir=out_dir.parent))
+    # Every process of a launched run must agree on the directory, so it is named, not mkdtemp'd.
+    tmp_out = out_dir.parent / f".{out_dir.name}.partial" if _in_launched_child() else Path(tempfile.mkdtemp(prefix=".model.", dir=out_dir.parent))
     args = sft_config(cfg, str(tmp_out / "trainer"), device, seed, report_to or [])
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(cfg))
     # Tokens the model actually sees (prompt + completion + EOS), for throughput.
     tokens = int(sum(len(x) for x in trainer.train_dataset["input_ids"]) * cfg.epochs)
     start = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - start
-    trainer.save_model(str(tmp_out / "final"))
-    tokenizer.save_pretrained(str(tmp_out / "final"))
-    publish_dir(tmp_out / "final", out_dir)
-    shutil.rmtree(tmp_out, ignore_errors=True)
+    save_full_model(trainer, tokenizer, tmp_out / "final")
+    if trainer.accelerator.is_main_process:
+        publish_dir(tmp_out / "final", out_dir)
+        shutil.rmtree(tmp_out, ignore_errors=True)
     return {
+        "train/trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "train/frozen_tensors": frozen,
         "train/loss": float(result.training_loss),
         "train/examples": len(sft),
         "train/steps": int(result.global_step),
+        "train/tokens": tokens,
+        "train/seconds": seconds,
         "train/tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
     }
