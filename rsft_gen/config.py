@@ -55,6 +55,9 @@ class DataConfig:
     prompt_field: str = "prompt"
     answer_field: str = "answer"
     subsample: Optional[int] = None  # keep this many rows of each split, drawn with the run's seed
+    # Optional: the prompt as a Python format string over the row's fields, e.g. "{text}\nTests: {test_list[0]}"
+    prompt_template: Optional[str] = None
+    answer_pattern: Optional[str] = None  # regex; the gold answer becomes its first group, e.g. "####\\s*(.+)" (GSM8K)
 
 
 @dataclass

@@ -9,6 +9,7 @@ columns the rewards want (each arrives at a reward as a keyword argument).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,8 @@ def read_table(path: Path) -> pd.DataFrame:
 
 def normalise_prompts(df: pd.DataFrame, cfg: DataConfig, where: str) -> pd.DataFrame:
     """Rename the recipe's prompt/answer fields to `prompt`/`answer` and number the rows."""
+    if cfg.prompt_template:
+        df = df.assign(**{cfg.prompt_field: _fill_template(df, cfg.prompt_template, where)})
     for key, col in (("data.prompt_field", cfg.prompt_field), ("data.answer_field", cfg.answer_field)):
         if col not in df.columns:
             raise RecipeError(f"{where}: has no field '{col}' (recipe key '{key}'); its fields are {list(df.columns)}. Set {key} to one of them.")
@@ -93,6 +96,14 @@ def normalise_prompts(df: pd.DataFrame, cfg: DataConfig, where: str) -> pd.DataF
     df = df.rename(columns={cfg.prompt_field: "prompt", cfg.answer_field: "answer"}).reset_index(drop=True)
     df["prompt"] = df["prompt"].astype(str)
     df["answer"] = df["answer"].astype(str)
+    if cfg.answer_pattern:
+        found = df["answer"].str.extract(re.compile(cfg.answer_pattern, re.DOTALL), expand=False)
+        if isinstance(found, pd.DataFrame):  # several groups: the first one
+            found = found.iloc[:, 0]
+        if found.isna().any():
+            row = int(found.isna().idxmax())
+            raise RecipeError(f"{where}: row {row}'s answer {df['answer'][row][:80]!r} does not match recipe key 'data.answer_pattern' ({cfg.answer_pattern!r}); fix the pattern or the data.")
+        df["answer"] = found.str.strip()
     df.insert(0, "prompt_id", np.arange(len(df)))
     return df
 
@@ -129,6 +140,14 @@ def _subsample(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
     if n is None or n >= len(df):
         return df
     return df.iloc[np.sort(np.random.default_rng(seed).choice(len(df), n, replace=False))]
+
+
+def _fill_template(df: pd.DataFrame, template: str, where: str) -> list[str]:
+    rows = df.to_dict("records")
+    try:
+        return [template.format(**row) for row in rows]
+    except (KeyError, IndexError) as e:
+        raise RecipeError(f"{where}: recipe key 'data.prompt_template' refers to {e} which the rows do not have; their fields are {list(df.columns)}.") from None
 
 
 def _from_files(cfg: DataConfig, seed_sft_n: int, seed: int) -> TaskData:

@@ -69,3 +69,17 @@ def test_errors_name_the_source_and_field(tmp_path, jsonl):
         load_recipe(None, ["data.task=hub"])
     with pytest.raises(RecipeError, match="data.subsample"):
         load_recipe(None, ["data.task=file", "data.path=x.jsonl", "data.subsample=0"])
+
+
+def test_prompt_template_and_answer_pattern(tmp_path):
+    rows = [{"text": f"Write f{i}.", "test_list": [f"assert f{i}() == {i}"], "solution": f"so... #### {i},000"} for i in range(10)]
+    Dataset.from_list(rows).save_to_disk(tmp_path / "ds")
+    c = cfg(path=str(tmp_path / "ds"), prompt_template="{text}\nTest: {test_list[0]}", answer_pattern=r"####\s*(.+)")
+    task = make_task(c, 0, 0)
+    row = task.train.iloc[0]
+    i = row.prompt[len("Write f")]
+    assert row.prompt == f"Write f{i}.\nTest: assert f{i}() == {i}" and row.answer == f"{i},000"
+    with pytest.raises(RecipeError, match="prompt_template' refers to 'question'"):
+        make_task(cfg(path=str(tmp_path / "ds"), prompt_template="{question}"), 0, 0)
+    with pytest.raises(RecipeError, match="does not match recipe key 'data.answer_pattern'"):
+        make_task(cfg(path=str(tmp_path / "ds"), prompt_template="{text}", answer_pattern="ANSWER: (.+)"), 0, 0)
