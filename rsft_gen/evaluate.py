@@ -61,6 +61,7 @@ def evaluate_checkpoint(target: str | Path, round_idx: int | None = None, overri
     from rsft_gen.config import RecipeError, load_recipe
     from rsft_gen.data import make_task
     from rsft_gen.generate import make_generator
+    from rsft_gen.prompts import render_frame
 
     target = Path(target)
     run_dir = target if target.is_dir() else None
@@ -81,6 +82,7 @@ def evaluate_checkpoint(target: str | Path, round_idx: int | None = None, overri
             round_idx = 0
             prompts = make_task(recipe.data, recipe.seed_sft.n, recipe.seed).eval
             model = run_setup.prepare_base_model(recipe, Path(tmp))  # "tiny" is built with the run's seed
+        prompts = render_frame(prompts, recipe.model, str(model))  # the chat template, as the loop applies it
         generator = make_generator(recipe.generate, model, run_setup.pick_device(recipe.device))
         try:
             metrics, greedy = evaluate(generator, prompts, recipe, seed=recipe.seed)

@@ -47,6 +47,11 @@ def render_prompts(df: pd.DataFrame, render) -> pd.DataFrame:
     return df.assign(prompt=[render(p) for p in df.prompt]) if len(df) else df
 
 
+def render_frame(df: pd.DataFrame, cfg: ModelConfig, model_dir: str) -> pd.DataFrame:
+    """One prompt set rendered for the model (`rsft-gen eval` uses it on a run's eval set)."""
+    return render_task(TaskData(train=df, eval=df.iloc[:0], seed_sft=df.iloc[:0]), cfg, model_dir).train
+
+
 def render_task(task: TaskData, cfg: ModelConfig, model_dir: str) -> TaskData:
     """The task with every prompt set rendered for the model (unchanged without chat_template)."""
     if not cfg.chat_template:

@@ -87,3 +87,17 @@ def test_chat_template_missing_is_a_clear_error(tiny_model_dir):
         render_task(task_of(["1+2="]), ModelConfig(chat_template=True), tiny_model_dir)
     with pytest.raises(RecipeError, match="system_prompt"):
         render_task(task_of(["1+2="]), ModelConfig(system_prompt="hi"), tiny_model_dir)
+
+
+def test_standalone_eval_renders_like_the_loop(chat_model_dir, tmp_path):
+    from rsft_gen.evaluate import evaluate_checkpoint
+
+    rows = [{"q": f"{a}+{b}=", "a": str(a + b)} for a in range(5) for b in range(5)]
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {{path: {chat_model_dir}, chat_template: true}}\noutput_dir: {tmp_path / 'none'}\n"
+                      f"data: {{task: file, path: {data}, prompt_field: q, answer_field: a, eval_prompts: 3}}\n"
+                      "generate: {max_new_tokens: 3}\ntracking: {wandb: {mode: disabled}}\n")
+    _, greedy, _ = evaluate_checkpoint(recipe)
+    assert greedy.prompt.str.startswith("<s><user>").all()
