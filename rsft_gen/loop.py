@@ -12,8 +12,10 @@ re-running the same command continues after the last completed phase.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -24,7 +26,7 @@ import pandas as pd
 
 from rsft_gen import faults, run_setup
 from rsft_gen.accept import decide
-from rsft_gen.config import Recipe, RewardSpec
+from rsft_gen.config import Recipe, RecipeError, RewardSpec
 from rsft_gen.evaluate import evaluate
 from rsft_gen.generate import SamplingSettings, candidates_frame, make_generator
 from rsft_gen.rewards import load as load_reward
@@ -155,6 +157,36 @@ def generate_shards(ctx: RunContext, r: int, prompts: pd.DataFrame) -> tuple[pd.
     return cands, new_tokens, seconds
 
 
+def generate_shards(ctx: RunContext, r: int, prompts: pd.DataFrame) -> tuple[pd.DataFrame, int, float]:
+    """Sample generate.n candidates per prompt, generate.shard_prompts prompts at a time.
+
+    Each shard is written atomically to round_XX/candidates/shard_NNNNN.parquet and
+    seeded by (seed, round, shard index) alone, so after a crash the shards already
+    on disk are kept, only the others are sampled, and the result is exactly what an
+    uninterrupted run gives. Returns (all candidates, tokens sampled now, seconds).
+    """
+    recipe, shard_dir = ctx.recipe, round_dir(ctx.run_dir, r) / "candidates"
+    dataset = recipe.generate.backend == "dataset"  # candidates = the prompt set's reference completions
+    size = len(prompts) if dataset else recipe.generate.shard_prompts  # its log q is uniform over the whole set: one shard
+    gen, parts, new_tokens, seconds = None, [], 0, 0.0
+    for i, begin in enumerate(range(0, len(prompts), max(size, 1))):
+        batch, path = prompts.iloc[begin : begin + size], shard_dir / f"shard_{i:05d}.parquet"
+        part = pd.read_parquet(path) if path.exists() else None
+        if part is None or set(part.prompt_id) != set(batch.prompt_id):  # missing, or not this shard's prompts
+            if gen is None:
+                gen = make_generator(recipe.generate, ctx.model_of(r - 1), ctx.device, prompts=prompts) if dataset else ctx.generators.get(ctx.model_of(r - 1))
+            settings = SamplingSettings.from_config(recipe.generate, seed=(recipe.seed * 1000 + r) * 100_000 + i)
+            start = time.perf_counter()
+            part = candidates_frame(gen.generate(batch.prompt_id.tolist(), batch.prompt.tolist(), settings), batch)
+            seconds += time.perf_counter() - start
+            new_tokens += int(part.num_tokens.sum())
+            write_parquet(path, part)
+            faults.check(r, "generate", shard=i)
+        parts.append(part)
+    cands = pd.concat(parts, ignore_index=True) if parts else candidates_frame([], prompts)
+    return cands, new_tokens, seconds
+
+
 def with_model_path(specs: list[RewardSpec], model_path: str) -> list[RewardSpec]:
     """Rewards with a `model_path` parameter (e.g. model_loss) get the current model's path."""
     out = []
@@ -210,6 +242,16 @@ def run_round_zero(ctx: RunContext) -> dict:
     return finish_round(ctx, 0)
 
 
+def disk_error(e: BaseException) -> str | None:
+    """'No space left on device' and the like (also from safetensors, which raises its own type), else None."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        return f"{os.strerror(e.errno)}" + (f" ({e.filename})" if e.filename else "")
+    for code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        if f"os error {code})" in str(e):
+            return os.strerror(code)
+    return None
+
+
 def run(recipe: Recipe, allow_changes: bool = False) -> Path:
     """Run (or resume) every round of a recipe; returns the run directory."""
     run_dir = Path(recipe.output_dir)
@@ -226,6 +268,14 @@ def run(recipe: Recipe, allow_changes: bool = False) -> Path:
         ctx.state.set("rounds_done", recipe.rounds)
         ctx.state.set("finished", True)
         log.info("run finished: %s", run_dir)
+    except Exception as e:
+        if (reason := disk_error(e)) is None:
+            raise
+        raise RecipeError(
+            f"writing to output directory '{run_dir}' failed: {reason}. Every file is written atomically, so "
+            f"{run_dir / 'state.json'} and the completed phases are intact; free space (or fix permissions) and "
+            f"run the same command again to resume."
+        ) from e
     finally:
         ctx.generators.release()
         ctx.tracker.close()

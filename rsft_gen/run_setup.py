@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from rsft_gen.config import Recipe, RecipeError, to_dict, to_yaml
 from rsft_gen.data import TaskData, make_task
 from rsft_gen.generate import Generator, make_generator
-from rsft_gen.state import RunState, publish_dir, write_parquet, write_text
+from rsft_gen.state import RunState, publish_dir, round_dir, write_parquet, write_text
 from rsft_gen.tiny_model import build_tiny_model
 from rsft_gen.tracking import make_tracker
 
@@ -95,6 +95,42 @@ def prepare_base_model(recipe: Recipe, run_dir: Path) -> str:
     return recipe.model.path  # a hub id: transformers resolves it (and its cache)
 
 
+def checkpoint_error(model_dir: str, e: Exception) -> Exception:
+    """A checkpoint that does not load: say which, why, and how to get past it."""
+    if isinstance(e, (MemoryError, RecipeError)) or "out of memory" in str(e).lower():
+        return e
+    path = Path(model_dir)
+    if path.name == "model" and path.parent.name.startswith("round_"):  # one of the run's own checkpoints
+        r = int(path.parent.name.split("_")[1])
+        return RecipeError(
+            f"checkpoint '{path}' could not be loaded ({type(e).__name__}: {e}); it is corrupt or truncated "
+            f"(a crash or a full disk while it was copied?). Delete the directory '{path}' and run the same command "
+            f"again: round {r}'s train phase, and every phase after it, is redone."
+        )
+    return RecipeError(f"model '{model_dir}' could not be loaded ({type(e).__name__}: {e}); check recipe key 'model.path' points at a complete saved model.")
+
+
+def forget_missing_checkpoints(state: RunState, run_dir: Path) -> None:
+    """A round marked trained whose model/ is gone (deleted after a corrupt-checkpoint error) is redone from its train phase."""
+    carried = state.get("carried_models", {})
+    for r in sorted(int(k) for k in state.data["completed"]):
+        if state.done(r, "train") and str(r) not in carried and not (round_dir(run_dir, r) / "model").exists():
+            log.warning("round %d is marked trained but %s is missing: redoing round %d from its train phase", r, round_dir(run_dir, r) / "model", r)
+            done = state.data["completed"]
+            state.data["completed"] = {k: v for k, v in done.items() if int(k) < r} | {str(r): [p for p in done[str(r)] if p not in ("train", "eval")]}
+            state.data["logged_rounds"] = [i for i in state.logged_rounds() if i < r]
+            state.set("finished", False)
+            return
+
+
+def check_rewards(recipe: Recipe) -> None:
+    """Load every reward now, so a misspelt name fails before hours of generation, not after."""
+    from rsft_gen.rewards import load
+
+    for spec in recipe.rewards:
+        load(spec)
+
+
 class GeneratorCache:
     """One live generator at a time, rebuilt (or reloaded) when the model changes."""
 
@@ -106,11 +142,14 @@ class GeneratorCache:
     def get(self, model_dir: str) -> Generator:
         if self.current is not None and self.model_dir == model_dir:
             return self.current
-        if self.current is not None and hasattr(self.current, "load_weights"):
-            self.current.load_weights(model_dir)  # engines that can swap weights in place keep running
-        else:
-            self.release()
-            self.current = make_generator(self.recipe.generate, model_dir, self.device)
+        try:
+            if self.current is not None and hasattr(self.current, "load_weights"):
+                self.current.load_weights(model_dir)  # engines that can swap weights in place keep running
+            else:
+                self.release()
+                self.current = make_generator(self.recipe.generate, model_dir, self.device)
+        except Exception as e:
+            raise checkpoint_error(model_dir, e) from e
         self.model_dir = model_dir
         return self.current
 
@@ -133,7 +172,9 @@ def prepare(recipe: Recipe, run_dir: Path, allow_changes: bool = False) -> dict 
     except OSError as e:
         raise RecipeError(f"output directory '{run_dir}' is not writable ({e.strerror}); set output_dir to a writable path.") from None
     check_resume(run_dir, recipe, allow_changes)
+    check_rewards(recipe)
     state = RunState(run_dir)
+    forget_missing_checkpoints(state, run_dir)
     if state.get("finished") and state.get("rounds_done", -1) >= recipe.rounds:
         print(f"{run_dir}: all {recipe.rounds} rounds are already complete; nothing to do. (metrics: {run_dir / 'metrics.jsonl'})")
         return None
