@@ -157,36 +157,6 @@ def generate_shards(ctx: RunContext, r: int, prompts: pd.DataFrame) -> tuple[pd.
     return cands, new_tokens, seconds
 
 
-def generate_shards(ctx: RunContext, r: int, prompts: pd.DataFrame) -> tuple[pd.DataFrame, int, float]:
-    """Sample generate.n candidates per prompt, generate.shard_prompts prompts at a time.
-
-    Each shard is written atomically to round_XX/candidates/shard_NNNNN.parquet and
-    seeded by (seed, round, shard index) alone, so after a crash the shards already
-    on disk are kept, only the others are sampled, and the result is exactly what an
-    uninterrupted run gives. Returns (all candidates, tokens sampled now, seconds).
-    """
-    recipe, shard_dir = ctx.recipe, round_dir(ctx.run_dir, r) / "candidates"
-    dataset = recipe.generate.backend == "dataset"  # candidates = the prompt set's reference completions
-    size = len(prompts) if dataset else recipe.generate.shard_prompts  # its log q is uniform over the whole set: one shard
-    gen, parts, new_tokens, seconds = None, [], 0, 0.0
-    for i, begin in enumerate(range(0, len(prompts), max(size, 1))):
-        batch, path = prompts.iloc[begin : begin + size], shard_dir / f"shard_{i:05d}.parquet"
-        part = pd.read_parquet(path) if path.exists() else None
-        if part is None or set(part.prompt_id) != set(batch.prompt_id):  # missing, or not this shard's prompts
-            if gen is None:
-                gen = make_generator(recipe.generate, ctx.model_of(r - 1), ctx.device, prompts=prompts) if dataset else ctx.generators.get(ctx.model_of(r - 1))
-            settings = SamplingSettings.from_config(recipe.generate, seed=(recipe.seed * 1000 + r) * 100_000 + i)
-            start = time.perf_counter()
-            part = candidates_frame(gen.generate(batch.prompt_id.tolist(), batch.prompt.tolist(), settings), batch)
-            seconds += time.perf_counter() - start
-            new_tokens += int(part.num_tokens.sum())
-            write_parquet(path, part)
-            faults.check(r, "generate", shard=i)
-        parts.append(part)
-    cands = pd.concat(parts, ignore_index=True) if parts else candidates_frame([], prompts)
-    return cands, new_tokens, seconds
-
-
 def with_model_path(specs: list[RewardSpec], model_path: str) -> list[RewardSpec]:
     """Rewards with a `model_path` parameter (e.g. model_loss) get the current model's path."""
     out = []
