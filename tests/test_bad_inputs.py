@@ -75,7 +75,7 @@ CASES = [
     ("unknown on_empty", ["accept.on_empty=skip"], ["recipe key 'accept.on_empty' is 'skip'", "choose one of stop, carry"]),
     ("top_p above 1", ["generate.top_p=1.5"], ["recipe key 'generate.top_p' is 1.5", "(0, 1]"]),
     ("zero shard size", ["generate.shard_prompts=0"], ["recipe key 'generate.shard_prompts' is 0", "positive"]),
-    ("k above eval.n", ["eval.k=[4]"], ["recipe key 'eval.k' is [4]", "1..eval.n (1)"]),
+    ("k above eval.n", ["eval.n=2", "eval.k=[4]"], ["recipe key 'eval.k' is [4]", "each k must be in 1..eval.n (2)"]),
     ("empty prompt set", ["data.train_prompts=0"], ["recipe key 'data.train_prompts' is 0", "positive"]),
     ("no rewards", ["rewards=[]"], ["recipe key 'rewards' is empty", "exact_match"]),
     ("bad digits", ["data.digits=[0]"], ["recipe key 'data.digits' is [0]", "positive digit counts"]),
