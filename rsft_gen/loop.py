@@ -190,8 +190,7 @@ def evaluate_round(ctx: RunContext, r: int) -> dict:
 
 def finish_round(ctx: RunContext, r: int) -> dict:
     """Write the round's metrics.jsonl line once, and log it."""
-    record = {"round": r, **ctx.state.round_metrics(r)}
-    record["time/round_s"] = sum(v for k, v in record.items() if k.startswith("time/") and k != "time/round_s")
+    record = ctx.state.round_record(r)
     if r not in ctx.state.logged_rounds():
         ctx.tracker.log_round(r, record)
         ctx.state.mark_logged(r)

@@ -92,6 +92,12 @@ class RunState:
     def round_metrics(self, round_idx: int) -> dict:
         return dict(self.data.get("metrics", {}).get(str(round_idx), {}))
 
+    def round_record(self, round_idx: int) -> dict:
+        """The round's metrics.jsonl line: its phases' metrics plus the round's total time."""
+        record = {"round": round_idx, **self.round_metrics(round_idx)}
+        record["time/round_s"] = sum(v for k, v in record.items() if k.startswith("time/") and k != "time/round_s")
+        return record
+
     def logged_rounds(self) -> set[int]:
         return set(self.data.get("logged_rounds", []))
 

@@ -56,11 +56,7 @@ class Tracker:
 
     def log_round(self, r: int, record: dict) -> None:
         rounds = sorted(self.state.logged_rounds() | {r})
-        lines = []
-        for i in rounds:
-            rec = {"round": i, **self.state.round_metrics(i)}
-            rec["time/round_s"] = sum(v for k, v in rec.items() if k.startswith("time/") and k != "time/round_s")
-            lines.append(json.dumps(rec, sort_keys=True))
+        lines = [json.dumps(self.state.round_record(i), sort_keys=True) for i in rounds]
         write_text(self.run_dir / "metrics.jsonl", "\n".join(lines) + "\n")
         if self.run is not None:
             self._log({wandb_key(k): v for k, v in record.items() if k != "round"}, r)

@@ -3,7 +3,8 @@
     from rsft_gen.train import train_sft
     metrics = train_sft("round_01/model_in", sft_df, Path("round_01/model"), recipe.train, "cpu", seed=0)
 
-Prompt-completion format, loss on the completion only (TRL appends EOS).
+Prompt-completion format, loss on the completion only (EOS appended), tokenised
+once in a batch by `tokenize_sft`.
 Precision and gradient checkpointing are chosen for the device: TRL's
 defaults (bf16 + checkpointing) make CPU training ~14x slower, so on CPU we
 train in float32 without checkpointing; on GPUs, bf16 where supported.
@@ -67,9 +68,38 @@ def sft_config(cfg: TrainConfig, out_dir: str, device: str, seed: int, report_to
         use_cpu=device == "cpu",
         dataloader_num_workers=0,
         completion_only_loss=True,
+        dataset_kwargs={"skip_prepare_dataset": True},  # tokenize_sft already prepared it
         disable_tqdm=False,
         **precision_flags(cfg, device),
     )
+
+
+def tokenize_sft(tokenizer, sft: pd.DataFrame, max_length: int | None) -> Dataset:
+    """input_ids and labels (-100 on the prompt) for prompt-completion pairs, in one batched call.
+
+    The same tokens TRL's own preparation gives (prompt tokenised with special tokens,
+    the completion starting where prompt and prompt+completion diverge, EOS appended,
+    truncated to max_length, fully masked rows dropped), but without five per-row
+    `datasets.map` passes, which cost more than the training itself for small models.
+    """
+    prompts, completions = sft["prompt"].tolist(), sft["completion"].tolist()
+    prompt_ids = tokenizer(prompts)["input_ids"]
+    full_ids = tokenizer([p + c for p, c in zip(prompts, completions)])["input_ids"]
+    eos = tokenizer.eos_token_id
+    rows: dict[str, list] = {"input_ids": [], "labels": []}
+    for p, ids in zip(prompt_ids, full_ids):
+        if ids[-1:] != [eos]:
+            ids = ids + [eos]
+        start = next((i for i, (a, b) in enumerate(zip(p, ids)) if a != b), min(len(p), len(ids)))
+        labels = [-100] * start + ids[start:]
+        if max_length is not None:
+            ids, labels = ids[:max_length], labels[:max_length]
+        if any(x != -100 for x in labels):  # nothing to learn from a fully masked row
+            rows["input_ids"].append(ids)
+            rows["labels"].append(labels)
+    if not rows["input_ids"]:
+        raise RecipeError(f"every SFT example is longer than train.max_length={max_length} before its completion starts; raise train.max_length.")
+    return Dataset.from_dict(rows)
 
 
 def _in_launched_child() -> bool:
@@ -136,7 +166,7 @@ def train_sft(
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32 if device == "cpu" else "auto")
     frozen = freeze_parameters(model, cfg.freeze)
-    dataset = Dataset.from_pandas(sft[["prompt", "completion"]].reset_index(drop=True), preserve_index=False)
+    dataset = tokenize_sft(tokenizer, sft, cfg.max_length)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Every process of a launched run must agree on the directory, so it is named, not mkdtemp'd.
     tmp_out = out_dir.parent / f".{out_dir.name}.partial" if _in_launched_child() else Path(tempfile.mkdtemp(prefix=".model.", dir=out_dir.parent))

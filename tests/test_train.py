@@ -43,3 +43,19 @@ def test_loss_is_on_the_completion_only(tiny_model_dir, tmp_path):
     one_after = completion_log_probs(after, tok, ["5+5Q"], ["1"])[0]
     assert one_after > -0.5  # the completion was learnt ...
     assert q_after < q_before + 1.0  # ... the prompt's last token was not
+
+
+def test_tokenize_sft_gives_exactly_trls_own_preparation(tiny_model_dir, tmp_path):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from rsft_gen.train import tokenize_sft
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    sft = pd.DataFrame({"prompt": ["1+1=", "12+34=", "a long prompt: "], "completion": ["2", "46", " x"]})
+    ours = tokenize_sft(tok, sft, max_length=64)
+    args = SFTConfig(output_dir=str(tmp_path), completion_only_loss=True, max_length=64, use_cpu=True, bf16=False, report_to=[])
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), args=args, train_dataset=Dataset.from_pandas(sft), processing_class=tok)
+    assert ours["input_ids"] == trainer.train_dataset["input_ids"]
+    assert ours["labels"] == trainer.train_dataset["labels"]
+    assert all(ids[-1] == tok.eos_token_id for ids in ours["input_ids"])
