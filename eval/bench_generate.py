@@ -26,29 +26,14 @@ import time
 from pathlib import Path
 
 import psutil
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from rsft_gen.config import TinyModelConfig
 from rsft_gen.generate import SamplingSettings
-from rsft_gen.tiny_model import build_tiny_model, build_tokenizer
+from rsft_gen.tiny_model import build_tiny_model
 
 # A ~25M-parameter Llama: 6 layers of width 512 over the char tokenizer.
-MEDIUM = dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, intermediate_size=2048, max_position_embeddings=256)
-
-
-def build_medium_model(out_dir: Path, seed: int = 0) -> Path:
-    tok = build_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tok), num_key_value_heads=MEDIUM["num_attention_heads"], tie_word_embeddings=True, torch_dtype="float32",
-        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **MEDIUM,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-    return out_dir
+MEDIUM = TinyModelConfig(hidden_size=512, num_layers=6, num_heads=8, intermediate_size=2048, max_position_embeddings=256)
 
 
 def make_model(name: str, root: Path) -> tuple[Path, int]:
@@ -56,7 +41,7 @@ def make_model(name: str, root: Path) -> tuple[Path, int]:
     if name == "tiny":
         build_tiny_model(out, TinyModelConfig(), seed=0)
     else:
-        build_medium_model(out)
+        build_tiny_model(out, MEDIUM, seed=0)
     params = sum(p.numel() for p in LlamaForCausalLM.from_pretrained(out).parameters())
     return out, params
 
