@@ -5,12 +5,13 @@
 
 All three run in this one process, on the same model, prompts and sampling
 settings (n samples per prompt, temperature, top-p, max new tokens). Raw vLLM
-and our backend share one engine and alternate, best of `--reps` each. Our
-backend asks the engine for more than a plain call: the sampled tokens'
-log-probs (log q) and a seed per prompt (determinism); the column "raw vLLM +
-logprobs + seeds" is a plain call asking for the same, so ours / that column is
-the cost of our wrapper alone, and raw / that column the cost of log q and
-seeds inside the engine (large only for tiny models, whose steps are cheap). The HF
+and our backend share one engine and alternate, median of `--reps` each. Our
+backend always asks the engine for a seed per prompt (reproducible candidates)
+and, when the recipe needs log q (generate.log_q; by default only for the
+likelihood-ratio rule), for the sampled tokens' log-probs. "ours" is the
+default (no log q, as for the default recipe's threshold rule); "ours + log q"
+asks for them, and "raw + logprobs + seeds" is a plain call asking for the
+same, so ours + log q / that column is the cost of our wrapper alone. The HF
 backend runs after the engine is shut down, so it has the cores to itself.
 Also prints what each engine lifecycle costs: start, shutdown, in-place reload,
 and the memory an engine kept alive would hold during training. Models are
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -64,54 +66,58 @@ def bench_model(name: str, root: Path, args) -> dict:
     from rsft_gen.generate_vllm import ReloadingVLLMGenerator
 
     model_dir, params = make_model(name, root)
-    num_prompts = args.prompts or {"tiny": 128, "medium": 32}[name]
+    num_prompts = args.prompts or {"tiny": 512, "medium": 64}[name]
     prompts = [f"{(7 * i) % 100}+{(13 * i) % 100}=" for i in range(num_prompts)]
     ids = list(range(len(prompts)))
-    settings = SamplingSettings(n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=0)
+    settings = SamplingSettings(n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=0, log_q=False)
+    settings_q = SamplingSettings(n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=0, log_q=True)
     raw_params = SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_new_tokens)
 
     gen = ReloadingVLLMGenerator(str(model_dir), {"kv_cache_memory_bytes": 256 << 20})  # generates like VLLMGenerator
     # What our backend asks the engine for on top: the sampled tokens' log-probs and a seed per prompt.
     same_params = [
-        SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_new_tokens, logprobs=0, seed=1000 * i)
+        SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_new_tokens, logprobs=0, flat_logprobs=True, detokenize=False, seed=1000 * i)
         for i in ids
     ]
     raw = lambda: sum(len(c.token_ids) for o in gen.llm.generate(prompts, raw_params, use_tqdm=False) for c in o.outputs)  # noqa: E731
     raw_same = lambda: sum(len(c.token_ids) for o in gen.llm.generate(prompts, same_params, use_tqdm=False) for c in o.outputs)  # noqa: E731
     ours = lambda: sum(c.num_tokens for c in gen.generate(ids, prompts, settings, progress=False))  # noqa: E731
+    ours_q = lambda: sum(c.num_tokens for c in gen.generate(ids, prompts, settings_q, progress=False))  # noqa: E731
     gen.llm.generate(prompts[:8], raw_params, use_tqdm=False)  # warm-up: first calls pay one-off costs
     gen.llm.generate(prompts[:8], same_params[:8], use_tqdm=False)
-    gen.generate(ids[:8], prompts[:8], settings, progress=False)
-    best = {"raw": 0.0, "raw_same": 0.0, "ours": 0.0}
+    gen.generate(ids[:8], prompts[:8], settings_q, progress=False)
+    rates = {"raw": [], "raw_same": [], "ours": [], "ours_q": []}
     for _ in range(args.reps):  # alternate, so drifting load from other processes hits all alike
-        for key, fn in (("raw", raw), ("raw_same", raw_same), ("ours", ours)):
+        for key, fn in (("raw", raw), ("ours", ours), ("raw_same", raw_same), ("ours_q", ours_q)):
             seconds, tokens = timed(fn)
-            best[key] = max(best[key], tokens / seconds)
+            rates[key].append(tokens / seconds)
+    best = {key: statistics.median(r) for key, r in rates.items()}
     rss = engine_rss_gib()
     reload_s, _ = timed(lambda: gen.load_weights(str(model_dir)) or 0)
     close_s, _ = timed(gen.close)
 
     hf = HFGenerator(str(model_dir), device="cpu", batch_size=args.hf_batch_size)
     hf.generate(ids[:8], prompts[:8], settings, progress=False)
-    hf_best = 0.0
+    hf_rates = []
     for _ in range(args.reps):
         seconds, tokens = timed(lambda: sum(c.num_tokens for c in hf.generate(ids, prompts, settings, progress=False)))
-        hf_best = max(hf_best, tokens / seconds)
+        hf_rates.append(tokens / seconds)
+    hf_best = statistics.median(hf_rates)
     hf.close()
     return dict(
-        model=name, params=params, work=f"{num_prompts}x{args.n}x{args.max_new_tokens}", raw=best["raw"], raw_same=best["raw_same"], ours=best["ours"], hf=hf_best,
+        model=name, params=params, work=f"{num_prompts}x{args.n}x{args.max_new_tokens}", raw=best["raw"], raw_same=best["raw_same"], ours=best["ours"], ours_q=best["ours_q"], hf=hf_best,
         start_s=gen.start_seconds, close_s=close_s, reload_s=reload_s, rss_gib=rss,
     )
 
 
 def print_tables(rows: list[dict], args) -> None:
-    print(f"\nGeneration throughput (generated tokens/s; temperature {args.temperature}, top-p {args.top_p}; best of {args.reps})\n")
-    print("| model | parameters | prompts x n x max new tokens | raw vLLM | raw vLLM + logprobs + seeds | our vLLM backend | ours / raw | ours / raw + logprobs + seeds | our HF backend |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"\nGeneration throughput (generated tokens/s; temperature {args.temperature}, top-p {args.top_p}; median of {args.reps})\n")
+    print("| model | parameters | prompts x n x max new tokens | raw vLLM | our vLLM backend | ours / raw | raw vLLM + logprobs + seeds | ours + log q | ours + log q / raw + logprobs + seeds | ours + log q / raw | our HF backend |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(
-            f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['work']} | {r['raw']:.0f} | {r['raw_same']:.0f} | {r['ours']:.0f} "
-            f"| {r['ours'] / r['raw']:.3f} | {r['ours'] / r['raw_same']:.3f} | {r['hf']:.0f} |"
+            f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['work']} | {r['raw']:.0f} | {r['ours']:.0f} | {r['ours'] / r['raw']:.3f} "
+            f"| {r['raw_same']:.0f} | {r['ours_q']:.0f} | {r['ours_q'] / r['raw_same']:.3f} | {r['ours_q'] / r['raw']:.3f} | {r['hf']:.0f} |"
         )
     print("\nEngine lifecycle costs (seconds; RSS = memory an engine kept alive holds while the trainer runs)\n")
     print("| model | engine start | shutdown | in-place weight reload | engine RSS (GiB) |")
@@ -123,12 +129,12 @@ def print_tables(rows: list[dict], args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["tiny", "medium"], choices=["tiny", "medium"])
-    ap.add_argument("--prompts", type=int, default=None, help="default: 128 for tiny, 32 for medium")
+    ap.add_argument("--prompts", type=int, default=None, help="default: 512 for tiny, 64 for medium")
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--top-p", type=float, default=1.0)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--hf-batch-size", type=int, default=256)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -74,6 +74,10 @@ class GenerateConfig:
     top_p: float = 1.0
     top_k: int = 0  # 0 = off
     max_new_tokens: int = 8
+    # Record log q (the sampled tokens' log-probability under the distribution that drew them)?
+    # None: when the acceptance rule uses it (likelihood_ratio). On vLLM it costs throughput:
+    # per-token log-probs pass through the engine's Python output path (eval/bench_generate.py).
+    log_q: Optional[bool] = None
     batch_size: int = 256  # prompts per HF generate call
     # Prompts per generation shard: each shard is written on its own and seeded by its index,
     # so a crash loses at most one shard and a resumed round samples exactly the same candidates.
@@ -246,6 +250,11 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
     return recipe
 
 
+def records_log_q(r: Recipe) -> bool:
+    """generate.log_q, with None resolved: on when the acceptance rule uses log q."""
+    return r.generate.log_q if r.generate.log_q is not None else r.accept.rule == "likelihood_ratio"
+
+
 def validate(r: Recipe) -> None:
     """Checks that types alone cannot express; each message names the key."""
     def bad(key: str, msg: str):
@@ -273,6 +282,8 @@ def validate(r: Recipe) -> None:
         bad("accept.r_max", f"is '{r.accept.r_max}'; give a number or 'per_prompt'.")
     if not (r.accept.log_m == "auto" or isinstance(r.accept.log_m, (int, float))):
         bad("accept.log_m", f"is '{r.accept.log_m}'; give a number (log of the bound M) or 'auto'.")
+    if r.accept.rule == "likelihood_ratio" and r.generate.log_q is False:
+        bad("generate.log_q", "is false, but accept.rule: likelihood_ratio needs log q; remove the key (it then follows the rule) or set it true.")
     if r.accept.rule == "likelihood_ratio" and r.accept.target == "model" and not r.accept.target_model:
         bad("accept.target_model", "is not set; target: model needs the path of the target model.")
     if not 0 < r.accept.pilot_fraction <= 1:

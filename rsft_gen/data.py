@@ -26,22 +26,31 @@ class TaskData:
     seed_sft: pd.DataFrame  # labelled examples for the round-0 seed SFT
 
 
-def _operand(rng: np.random.Generator, digits: int) -> int:
-    low = 0 if digits == 1 else 10 ** (digits - 1)
-    return int(rng.integers(low, 10**digits))
+def _numbers_with(digits: int) -> tuple[int, int]:
+    """The half-open range of the non-negative integers written with `digits` digits."""
+    return (0 if digits == 1 else 10 ** (digits - 1)), 10**digits
 
 
 def addition_problems(n: int, digits: list[int], seed: int, exclude: set[str] = frozenset()) -> pd.DataFrame:
-    """n distinct problems 'a+b=' -> 'a+b', each operand's digit count drawn from `digits`."""
+    """n distinct problems 'a+b=' -> 'a+b'; each operand uniform over the numbers with an allowed digit count.
+
+    Uniform over numbers, not over digit counts: drawing the digit count first
+    would make the few one-digit operands (10 of the 100 numbers below 100) as
+    common as two-digit ones, and since problems are distinct, the held-out set
+    (drawn first) would use up most one-digit problems and leave the training
+    prompts a different mix than the eval prompts.
+    """
     if not digits or any(d <= 0 for d in digits):
         raise RecipeError(f"recipe key 'data.digits' is {digits}; give a list of positive digit counts, e.g. [1, 2].")
-    rng = np.random.default_rng(seed)
-    capacity = sum(10 ** (a + b) for a in set(digits) for b in set(digits))  # upper bound on distinct pairs
+    ranges = [_numbers_with(d) for d in sorted(set(digits))]
+    sizes = np.array([high - low for low, high in ranges])
+    capacity = int(sizes.sum()) ** 2  # distinct (a, b) pairs
     if n + len(exclude) > capacity:
-        raise RecipeError(f"data: {n} distinct addition problems requested but digits {digits} allow at most about {capacity}; lower the prompt counts or add digits.")
+        raise RecipeError(f"data: {n} distinct addition problems requested but digits {digits} allow {capacity}; lower the prompt counts or add digits.")
+    rng = np.random.default_rng(seed)
     prompts, answers, seen = [], [], set(exclude)
     while len(prompts) < n:
-        a, b = (_operand(rng, int(rng.choice(digits))) for _ in range(2))
+        a, b = (int(rng.integers(*ranges[rng.choice(len(ranges), p=sizes / sizes.sum())])) for _ in range(2))
         prompt = f"{a}+{b}="
         if prompt in seen:
             continue

@@ -39,7 +39,8 @@ def evaluate(generator: Generator, prompts: pd.DataFrame, recipe: Recipe, seed: 
         from rsft_gen.metrics import answer_extraction, sampled_metrics
 
         sampling = SamplingSettings(
-            n=recipe.eval.n, temperature=recipe.eval.temperature, top_p=g.top_p, top_k=g.top_k, max_new_tokens=g.max_new_tokens, seed=seed
+            n=recipe.eval.n, temperature=recipe.eval.temperature, top_p=g.top_p, top_k=g.top_k, max_new_tokens=g.max_new_tokens, seed=seed,
+            log_q=False,  # pass@k and maj@k do not use it
         )
         samples = candidates_frame(generator.generate(prompts.prompt_id.tolist(), prompts.prompt.tolist(), sampling), prompts)
         samples["correct"] = correctness(samples, recipe)

@@ -9,7 +9,8 @@ has the same two methods:
 
 and returns one `Candidate` per sample, with log q: the log-probability of the
 sampled tokens under the distribution that really drew them (temperature,
-top-k and top-p applied), which likelihood-ratio acceptance needs.
+top-k and top-p applied), which likelihood-ratio acceptance needs. Settings
+with log_q=False skip it (NaN) and draw the same samples.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ class SamplingSettings:
     top_k: int = 0  # 0 = off
     max_new_tokens: int = 8
     seed: int = 0
+    log_q: bool = True  # False: log q is NaN (not computed); the samples are the same either way
 
     @classmethod
-    def from_config(cls, cfg: GenerateConfig, seed: int) -> "SamplingSettings":
-        return cls(cfg.n, cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens, seed)
+    def from_config(cls, cfg: GenerateConfig, seed: int, log_q: bool = True) -> "SamplingSettings":
+        return cls(cfg.n, cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens, seed, log_q)
 
 
 @dataclass
@@ -46,7 +48,7 @@ class Candidate:
     completion: str
     token_ids: list[int]
     num_tokens: int
-    log_q: float
+    log_q: float  # NaN when the settings asked for none
     finish_reason: str  # "stop" (EOS) or "length"
 
 

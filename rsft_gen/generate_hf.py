@@ -52,11 +52,11 @@ class HFGenerator:
                 max_new_tokens=settings.max_new_tokens,
                 eos_token_id=eos,
                 pad_token_id=self.tokenizer.pad_token_id,
-                output_scores=not greedy,
+                output_scores=not greedy and settings.log_q,
                 return_dict_in_generate=True,
             )
             new = gen.sequences[:, enc["input_ids"].shape[1] :]
-            log_q = torch.zeros(new.shape[0], dtype=torch.float64)
+            log_q = torch.full((new.shape[0],), 0.0 if greedy or settings.log_q else float("nan"), dtype=torch.float64)
             alive = torch.ones(new.shape[0], dtype=torch.bool)
             for step, scores in enumerate(gen.scores or ()):
                 tok = new[:, step]

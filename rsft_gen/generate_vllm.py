@@ -12,7 +12,10 @@ log-prob vLLM returns for each sampled token is taken after temperature, top-k
 and top-p, i.e. under the distribution that drew it; a completion's log q is
 their sum (`cumulative_logprob`). It matches `rsft_gen.likelihood` within ~1e-6
 at float32 (tests/test_vllm.py), as both apply the same top-p rule (drop the
-tokens whose ascending cumulative probability is <= 1 - p).
+tokens whose ascending cumulative probability is <= 1 - p). They are asked for
+only when the settings want log q (generate.log_q): on small models, passing
+per-token log-probs through the engine's output path costs up to a fifth of its
+throughput, and the samples are the same without them.
 
 Seeds: every prompt gets its own `SamplingParams(seed=...)` derived from
 (settings.seed, prompt_id), so a prompt's candidates do not depend on which
@@ -128,10 +131,10 @@ class VLLMGenerator:
                 top_p=settings.top_p,
                 top_k=settings.top_k or 0,  # 0 = off, as in our settings
                 max_tokens=settings.max_new_tokens,
-                logprobs=0,  # only the sampled token's log-prob (processed: under q); we use their sum
-                flat_logprobs=True,
                 detokenize=False,
             )
+            if settings.log_q:  # only the sampled token's log-prob (processed: under q); we use their sum
+                base.update(logprobs=0, flat_logprobs=True)
             params = [SamplingParams(**base, seed=prompt_seed(settings.seed, int(pid))) for pid in prompt_ids]
         outputs = self.llm.generate(prompts, params, use_tqdm=progress)
         rows = []
@@ -154,7 +157,7 @@ class VLLMGenerator:
                     completion=text,
                     token_ids=ids,
                     num_tokens=len(ids),
-                    log_q=0.0 if greedy else float(c.cumulative_logprob),  # greedy: a point mass drew it
+                    log_q=0.0 if greedy else float(c.cumulative_logprob) if settings.log_q else float("nan"),  # greedy: a point mass drew it
                     finish_reason=c.finish_reason or "length",
                 )
             )

@@ -26,7 +26,7 @@ import pandas as pd
 
 from rsft_gen import faults, run_setup
 from rsft_gen.accept import decide
-from rsft_gen.config import Recipe, RecipeError, RewardSpec
+from rsft_gen.config import Recipe, RecipeError, RewardSpec, records_log_q
 from rsft_gen.evaluate import evaluate
 from rsft_gen.generate import SamplingSettings, candidates_frame, make_generator
 from rsft_gen.rewards import load as load_reward
@@ -145,7 +145,7 @@ def generate_shards(ctx: RunContext, r: int, prompts: pd.DataFrame) -> tuple[pd.
         if part is None or set(part.prompt_id) != set(batch.prompt_id):  # missing, or not this shard's prompts
             if gen is None:
                 gen = make_generator(recipe.generate, ctx.model_of(r - 1), ctx.device, prompts=prompts) if dataset else ctx.generators.get(ctx.model_of(r - 1))
-            settings = SamplingSettings.from_config(recipe.generate, seed=(recipe.seed * 1000 + r) * 100_000 + i)
+            settings = SamplingSettings.from_config(recipe.generate, seed=(recipe.seed * 1000 + r) * 100_000 + i, log_q=records_log_q(recipe))
             start = time.perf_counter()
             part = candidates_frame(gen.generate(batch.prompt_id.tolist(), batch.prompt.tolist(), settings), batch)
             seconds += time.perf_counter() - start

@@ -45,3 +45,13 @@ def test_missing_recipe_file_and_malformed_override():
         load_recipe("recipes/nope.yaml")
     with pytest.raises(RecipeError, match="not key=value"):
         load_recipe(RECIPE, ["rounds"])
+
+
+def test_log_q_follows_the_acceptance_rule_unless_set():
+    from rsft_gen.config import records_log_q
+
+    assert records_log_q(load_recipe(RECIPE)) is False  # threshold does not use log q: vLLM skips its log-probs
+    assert records_log_q(load_recipe(RECIPE, ["accept.rule=likelihood_ratio"])) is True
+    assert records_log_q(load_recipe(RECIPE, ["generate.log_q=true"])) is True
+    with pytest.raises(RecipeError, match=r"'generate.log_q' is false, but accept.rule: likelihood_ratio needs log q"):
+        load_recipe(RECIPE, ["accept.rule=likelihood_ratio", "generate.log_q=false"])

@@ -1,5 +1,6 @@
 """The synthetic addition task and the tiny model load through the standard HF path."""
 
+import numpy as np
 import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -22,6 +23,25 @@ def test_eval_prompts_are_held_out_from_training_and_seed_data():
     held_out = set(task.eval.prompt)
     assert not held_out & set(task.train.prompt)
     assert not held_out & set(task.seed_sft.prompt)
+
+
+def test_eval_and_training_prompts_come_from_one_distribution():
+    # The default recipe's sizes use most of the 10,000 problems with operands below 100; the
+    # held-out set, drawn first, must not take a different mix (e.g. most one-digit problems).
+    from scipy.stats import chi2_contingency
+
+    task = make_task(DataConfig(digits=[1, 2], train_prompts=6000, eval_prompts=500), seed_sft_n=3000, seed=0)
+
+    def operand_digit_counts(df):
+        ops = df.prompt.str.rstrip("=").str.split("+", expand=True).astype(int)
+        one_digit = (ops < 10).sum(axis=1)  # 0, 1 or 2 one-digit operands per problem
+        return np.bincount(one_digit, minlength=3)
+
+    table = np.array([operand_digit_counts(task.eval), operand_digit_counts(task.train), operand_digit_counts(task.seed_sft)])
+    assert chi2_contingency(table).pvalue > 0.01, table
+    # and the mix is uniform over numbers: 10 of the 100 operands have one digit
+    share = (table[:, 1] + 2 * table[:, 2]) / (2 * table.sum(axis=1))
+    assert np.all(np.abs(share - 0.1) < 0.03), share
 
 
 def test_tiny_model_round_trips_through_auto_classes(tiny_model_dir):

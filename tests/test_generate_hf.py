@@ -37,6 +37,15 @@ def test_same_seed_same_candidates_other_seed_differs(gen):
     assert a == b and a != c
 
 
+def test_without_log_q_the_samples_are_the_same(gen):
+    s = SamplingSettings(n=4, temperature=0.8, top_p=0.9, max_new_tokens=4, seed=5)
+    with_q = gen.generate([0, 1, 2], PROMPTS, s, progress=False)
+    s.log_q = False
+    without = gen.generate([0, 1, 2], PROMPTS, s, progress=False)
+    assert [c.token_ids for c in without] == [c.token_ids for c in with_q]
+    assert all(np.isnan(c.log_q) for c in without) and all(np.isfinite(c.log_q) for c in with_q)
+
+
 @pytest.mark.parametrize("temperature, top_p, top_k", [(1.0, 1.0, 0), (0.7, 0.9, 0), (1.3, 1.0, 5)])
 def test_log_q_matches_teacher_forced_sampling_distribution(gen, tiny_model_dir, temperature, top_p, top_k):
     settings = SamplingSettings(n=6, temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=4, seed=1)

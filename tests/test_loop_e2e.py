@@ -1,4 +1,4 @@
-"""End to end: a two-round run of the default recipe on the tiny model, on CPU."""
+"""End to end: the first two rounds of the default recipe on the tiny model, on CPU (~1.5 min)."""
 
 import json
 
@@ -17,7 +17,8 @@ def two_round_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e") / "run"
     recipe = load_recipe(
         "recipes/addition_tiny.yaml",
-        [f"output_dir={out}", "rounds=2", "data.train_prompts=1500", "data.eval_prompts=200", "generate.n=4", "tracking.wandb.mode=disabled"],
+        # The default recipe's sizes: smaller rounds (e.g. 2000 prompts x 8) barely move a 10-20% start.
+        [f"output_dir={out}", "rounds=2", "tracking.wandb.mode=disabled"],
     )
     run(recipe)
     return out, recipe
@@ -30,14 +31,15 @@ def test_run_directory_has_the_documented_layout(two_round_run):
     for r in (1, 2):
         rd = out / f"round_{r:02d}"
         cands = pd.read_parquet(rd / "candidates.parquet")
-        assert len(cands) == 1500 * 4
+        assert len(cands) == recipe.data.train_prompts * recipe.generate.n
         assert {"prompt_id", "completion", "num_tokens", "log_q"} <= set(cands.columns)
         scored = pd.read_parquet(rd / "scored.parquet")
         assert {"reward", "accept_prob", "accepted"} <= set(scored.columns)
         accepted = pd.read_parquet(rd / "accepted.parquet")
-        # Only correct answers were accepted, deduplicated per prompt.
+        # Only correct answers were accepted (as numbers: exact_match takes "+78" for 78), deduplicated per prompt.
         joined = accepted.merge(pd.read_parquet(out / "data/train.parquet"), on="prompt_id")
-        assert (joined.completion.str.strip() == joined.answer).all() and not accepted.duplicated(["prompt_id", "completion"]).any()
+        assert (pd.to_numeric(joined.completion.str.strip()) == pd.to_numeric(joined.answer)).all()
+        assert not accepted.duplicated(["prompt_id", "completion"]).any()
         assert (rd / "model" / "config.json").exists()
         assert "eval/accuracy" in json.loads((rd / "eval.json").read_text())
     assert json.loads((out / "state.json").read_text())["finished"] is True
@@ -56,7 +58,7 @@ def test_metrics_have_one_line_per_round_with_phase_timings(two_round_run):
 def test_accuracy_goes_up_over_the_rounds(two_round_run):
     out, _ = two_round_run
     acc = [json.loads(x)["eval/accuracy"] for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert acc[2] > acc[0] + 0.05, acc
+    assert acc[2] > acc[0] + 0.10, acc
 
 
 def test_rerunning_a_finished_run_does_nothing_and_says_so(two_round_run, capsys):

@@ -130,5 +130,6 @@ def test_reward_hacks_score_zero():
 def test_many_in_parallel_with_attacks_mixed_in():
     attacks = ["while True:\n    pass", "import os\nos.fork()", "x = bytearray(10 ** 9)", "import socket\nsocket.socket()"]
     jobs = [GOOD if i % 2 == 0 else (attacks[i // 2 % 4], ["assert True"]) for i in range(12)]
-    results = run_many(jobs, Limits(timeout_s=1.5, memory_mb=256), workers=2)
-    assert [r.fraction for r in results] == [1.0 if i % 2 == 0 else 0.0 for i in range(12)]
+    # A timeout with room for a good program to start on a loaded machine (CI runs other jobs beside it).
+    results = run_many(jobs, Limits(timeout_s=4.0, memory_mb=256), workers=2)
+    assert [r.fraction for r in results] == [1.0 if i % 2 == 0 else 0.0 for i in range(12)], [r.status for r in results]

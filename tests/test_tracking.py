@@ -100,6 +100,7 @@ def _recipe(out: Path, rounds: int):
             "eval.n=2",
             "eval.k=[1,2]",
             "accept.rule=all",
+            "generate.log_q=true",  # the samples table then shows real log q values
             "train.batch_size=16",
             "train.logging_steps=1",  # TRL logs its loss every step: the per-round curves
             "tracking.wandb.mode=offline",

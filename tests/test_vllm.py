@@ -84,6 +84,15 @@ def test_same_seed_same_candidates(vllm_engine):
     assert all(alone[k] == first[k] for k in alone)
 
 
+def test_without_log_q_the_samples_are_the_same(vllm_engine):
+    # generate.log_q=false skips vLLM's per-token log-probs; sampling must not depend on them.
+    with_q = vllm_engine.generate([0, 1, 2], PROMPTS[:3], SamplingSettings(n=4, temperature=0.8, top_p=0.9, max_new_tokens=6, seed=5), progress=False)
+    without = vllm_engine.generate([0, 1, 2], PROMPTS[:3], SamplingSettings(n=4, temperature=0.8, top_p=0.9, max_new_tokens=6, seed=5, log_q=False), progress=False)
+    assert [c.token_ids for c in without] == [c.token_ids for c in with_q]
+    assert [c.completion for c in without] == [c.completion for c in with_q]
+    assert all(np.isnan(c.log_q) for c in without) and all(np.isfinite(c.log_q) for c in with_q)
+
+
 def test_load_weights_in_place_matches_a_fresh_model(vllm_engine, tiny_model_dir, tmp_path):
     other = str(build_tiny_model(tmp_path / "other", TinyModelConfig(), seed=1))
     settings = SamplingSettings(n=4, temperature=0.7, top_p=0.9, max_new_tokens=8, seed=1)
@@ -100,7 +109,7 @@ def test_load_weights_in_place_matches_a_fresh_model(vllm_engine, tiny_model_dir
 def test_two_rounds_with_vllm_backend(fast_recipe, tmp_path):
     from rsft_gen.loop import run
 
-    recipe = fast_recipe("rounds=2", "generate.backend=vllm", "generate.vllm.kv_cache_memory_bytes=67108864", "accept.rule=all")
+    recipe = fast_recipe("rounds=2", "generate.backend=vllm", "generate.vllm.kv_cache_memory_bytes=67108864", "accept.rule=all", "generate.log_q=true")
     run_dir = run(recipe)
     state = json.loads((run_dir / "state.json").read_text())
     assert state["finished"] and state["rounds_done"] == 2
