@@ -21,6 +21,7 @@ random-init (rsft_gen.tiny_model); nothing is downloaded.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import statistics
 import tempfile
@@ -70,7 +71,7 @@ def bench_model(name: str, root: Path, args) -> dict:
     prompts = [f"{(7 * i) % 100}+{(13 * i) % 100}=" for i in range(num_prompts)]
     ids = list(range(len(prompts)))
     settings = SamplingSettings(n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=0, log_q=False)
-    settings_q = SamplingSettings(n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=0, log_q=True)
+    settings_q = dataclasses.replace(settings, log_q=True)
     raw_params = SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_new_tokens)
 
     gen = ReloadingVLLMGenerator(str(model_dir), {"kv_cache_memory_bytes": 256 << 20})  # generates like VLLMGenerator
@@ -91,7 +92,7 @@ def bench_model(name: str, root: Path, args) -> dict:
         for key, fn in (("raw", raw), ("ours", ours), ("raw_same", raw_same), ("ours_q", ours_q)):
             seconds, tokens = timed(fn)
             rates[key].append(tokens / seconds)
-    best = {key: statistics.median(r) for key, r in rates.items()}
+    median = {key: statistics.median(r) for key, r in rates.items()}
     rss = engine_rss_gib()
     reload_s, _ = timed(lambda: gen.load_weights(str(model_dir)) or 0)
     close_s, _ = timed(gen.close)
@@ -102,10 +103,10 @@ def bench_model(name: str, root: Path, args) -> dict:
     for _ in range(args.reps):
         seconds, tokens = timed(lambda: sum(c.num_tokens for c in hf.generate(ids, prompts, settings, progress=False)))
         hf_rates.append(tokens / seconds)
-    hf_best = statistics.median(hf_rates)
+    hf_median = statistics.median(hf_rates)
     hf.close()
     return dict(
-        model=name, params=params, work=f"{num_prompts}x{args.n}x{args.max_new_tokens}", raw=best["raw"], raw_same=best["raw_same"], ours=best["ours"], ours_q=best["ours_q"], hf=hf_best,
+        model=name, params=params, work=f"{num_prompts}x{args.n}x{args.max_new_tokens}", raw=median["raw"], raw_same=median["raw_same"], ours=median["ours"], ours_q=median["ours_q"], hf=hf_median,
         start_s=gen.start_seconds, close_s=close_s, reload_s=reload_s, rss_gib=rss,
     )
 

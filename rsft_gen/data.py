@@ -44,13 +44,14 @@ def addition_problems(n: int, digits: list[int], seed: int, exclude: set[str] = 
         raise RecipeError(f"recipe key 'data.digits' is {digits}; give a list of positive digit counts, e.g. [1, 2].")
     ranges = [_numbers_with(d) for d in sorted(set(digits))]
     sizes = np.array([high - low for low, high in ranges])
+    weights = sizes / sizes.sum()  # a range is picked in proportion to how many numbers it holds
     capacity = int(sizes.sum()) ** 2  # distinct (a, b) pairs
     if n + len(exclude) > capacity:
         raise RecipeError(f"data: {n} distinct addition problems requested but digits {digits} allow {capacity}; lower the prompt counts or add digits.")
     rng = np.random.default_rng(seed)
     prompts, answers, seen = [], [], set(exclude)
     while len(prompts) < n:
-        a, b = (int(rng.integers(*ranges[rng.choice(len(ranges), p=sizes / sizes.sum())])) for _ in range(2))
+        a, b = (int(rng.integers(*ranges[rng.choice(len(ranges), p=weights)])) for _ in range(2))
         prompt = f"{a}+{b}="
         if prompt in seen:
             continue
