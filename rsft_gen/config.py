@@ -17,6 +17,8 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from rsft_gen.accept_rules import RULES, get_rule
+
 
 class RecipeError(ValueError):
     """A recipe that cannot run; the message says what, where, and what to do."""
@@ -98,7 +100,7 @@ class RewardSpec:
 
 @dataclass
 class AcceptConfig:
-    rule: str = "threshold"  # threshold | best_of_n | top_fraction | all | likelihood_ratio
+    rule: str = "threshold"  # a name in rsft_gen.accept_rules.RULES: threshold | best_of_n | top_fraction | all | likelihood_ratio
     threshold: float = 1.0
     fraction: float = 0.25  # top_fraction
     scope: str = "prompt"  # top_fraction: per "prompt" (RAFT local) or "global"
@@ -107,7 +109,7 @@ class AcceptConfig:
     beta: float = 1.0
     r_max: Any = 1.0  # a number, or "per_prompt"
     target_model: Optional[str] = None
-    log_m: Any = "auto"  # a number, or "auto" (pilot estimate)
+    log_m: Any = "auto"  # a number, "auto" (pilot estimate), or "per_prompt" (target: model; a pilot estimate per prompt)
     pilot_fraction: float = 0.1
     log_m_margin: float = 0.0  # added to the pilot estimate of log M
     samples_per_prompt: Optional[int] = None  # RSO draw-without-replacement until this many
@@ -188,9 +190,8 @@ class Recipe:
 CHOICES = {
     "generate.backend": ("hf", "vllm", "auto", "dataset"),
     "generate.vllm_lifecycle": ("auto", "inplace", "restart"),
-    "accept.rule": ("threshold", "best_of_n", "top_fraction", "all", "likelihood_ratio"),
-    "accept.scope": ("prompt", "global"),
-    "accept.target": ("reward_tilted", "model", "reward_weighted"),
+    "accept.rule": tuple(RULES),  # each rule declares its own keys' choices (accept.scope, accept.target, ...)
+    **{f"accept.{key}": options for rule in RULES.values() for key, options in rule.choices.items()},
     "accept.on_empty": ("stop", "carry"),
     "train.init": ("previous", "base"),
     "data.task": ("addition", "file", "hub", "humaneval"),
@@ -252,7 +253,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
 
 def records_log_q(r: Recipe) -> bool:
     """generate.log_q, with None resolved: on when the acceptance rule uses log q."""
-    return r.generate.log_q if r.generate.log_q is not None else r.accept.rule == "likelihood_ratio"
+    return r.generate.log_q if r.generate.log_q is not None else get_rule(r.accept.rule).needs_log_q(r.accept)
 
 
 def validate(r: Recipe) -> None:
@@ -280,18 +281,17 @@ def validate(r: Recipe) -> None:
         bad("accept.beta", f"is {r.accept.beta}; it must be > 0 (small beta approaches best-of-n).")
     if not (r.accept.r_max == "per_prompt" or isinstance(r.accept.r_max, (int, float))):
         bad("accept.r_max", f"is '{r.accept.r_max}'; give a number or 'per_prompt'.")
-    if not (r.accept.log_m == "auto" or isinstance(r.accept.log_m, (int, float))):
-        bad("accept.log_m", f"is '{r.accept.log_m}'; give a number (log of the bound M) or 'auto'.")
-    if r.accept.rule == "likelihood_ratio" and r.generate.log_q is False:
-        bad("generate.log_q", "is false, but accept.rule: likelihood_ratio needs log q; remove the key (it then follows the rule) or set it true.")
-    if r.accept.rule == "likelihood_ratio" and r.accept.target == "model" and not r.accept.target_model:
-        bad("accept.target_model", "is not set; target: model needs the path of the target model.")
+    if not (r.accept.log_m in ("auto", "per_prompt") or isinstance(r.accept.log_m, (int, float))):
+        bad("accept.log_m", f"is '{r.accept.log_m}'; give a number (log of the bound M) or 'auto' (a pilot estimate), or 'per_prompt' (one per prompt).")
+    rule = get_rule(r.accept.rule)
+    if rule.needs_log_q(r.accept) and r.generate.log_q is False:
+        bad("generate.log_q", f"is false, but accept.rule: {rule.name} needs log q; remove the key (it then follows the rule) or set it true.")
+    for key, msg in rule.check(r):  # the rule's own checks (accept_rules/<rule>.py)
+        bad(key, msg)
     if not 0 < r.accept.pilot_fraction <= 1:
         bad("accept.pilot_fraction", f"is {r.accept.pilot_fraction}; it must be in (0, 1] (the share of a round used to estimate M).")
     if r.accept.samples_per_prompt is not None and (r.accept.samples_per_prompt <= 0 or r.accept.target != "reward_tilted" or r.accept.r_max != "per_prompt"):
         bad("accept.samples_per_prompt", f"is {r.accept.samples_per_prompt}; RSO's draw-until-k needs a positive number with accept.target: reward_tilted and accept.r_max: per_prompt (or leave it unset).")
-    if r.accept.rule == "likelihood_ratio" and r.accept.target == "reward_weighted" and r.generate.backend != "dataset":
-        bad("accept.target", "is reward_weighted, which weights a fixed labelled set (q uniform over it); set generate.backend: dataset, or use reward_tilted for sampled candidates.")
     if not 0 < r.accept.fraction <= 1:
         bad("accept.fraction", f"is {r.accept.fraction}; it must be in (0, 1].")
     if not r.rewards:

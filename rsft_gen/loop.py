@@ -25,7 +25,8 @@ from pathlib import Path
 import pandas as pd
 
 from rsft_gen import faults, run_setup
-from rsft_gen.accept import decide
+from rsft_gen.accept import decide, sampler_truncation, selection_exactness
+from rsft_gen.accept_rules import get_rule
 from rsft_gen.config import Recipe, RecipeError, RewardSpec, records_log_q
 from rsft_gen.evaluate import evaluate
 from rsft_gen.generate import SamplingSettings, candidates_frame, make_generator
@@ -100,13 +101,14 @@ def run_round(ctx: RunContext, r: int) -> dict:
 
     if not state.done(r, "accept"):
         with ctx.phase(r, "accept") as m:
-            if recipe.accept.rule == "likelihood_ratio" and recipe.accept.target == "model":
-                ctx.generators.release()  # the target model needs the memory an engine may hold
-            decided, accept_metrics = decide(pd.read_parquet(rd / "scored.parquet"), recipe.accept, seed=recipe.seed * 1000 + r, device=ctx.device)
+            if get_rule(recipe.accept.rule).needs_engine_memory(recipe.accept):
+                ctx.generators.release()  # e.g. a target model needs the memory an engine may hold
+            decided, accept_metrics = decide(pd.read_parquet(rd / "scored.parquet"), recipe.accept, seed=recipe.seed * 1000 + r,
+                                             device=ctx.device, truncation=sampler_truncation(recipe.generate))
             sft, select_metrics = select(decided, recipe.select, ctx.data.seed_sft, seed=recipe.seed * 1000 + r)
             write_parquet(rd / "scored.parquet", decided)
             write_parquet(rd / "accepted.parquet", sft)
-            m.update(accept_metrics | select_metrics)
+            m.update(accept_metrics | select_metrics | selection_exactness(recipe.select, accept_metrics))
             m["reward/accepted_mean"] = float(decided.reward[decided.accepted].mean()) if decided.accepted.any() else float("nan")
             ctx.tracker.log_samples(r, decided)
 
