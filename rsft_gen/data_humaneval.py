@@ -74,7 +74,7 @@ def humaneval_task(cfg: DataConfig, seed_sft_n: int, seed: int):
     if cfg.eval_split:  # evaluate on the same problems (HumanEval has one split)
         eval_df, rest = df.iloc[order[: cfg.eval_prompts]], df
     else:
-        n_eval = min(cfg.eval_prompts, len(df) // 5 or 1)
+        n_eval = min(cfg.eval_prompts, len(df) - 1)  # at least one problem left to train on
         eval_df, rest = df.iloc[order[:n_eval]], df.iloc[order[n_eval:]].sort_index()
     return TaskData(train=renumber(rest.iloc[: cfg.train_prompts]), eval=renumber(eval_df),
                     seed_sft=renumber(rest.iloc[:seed_sft_n]))
