@@ -88,6 +88,13 @@ class GenerateConfig:
     vllm: dict[str, Any] = field(default_factory=dict)
     # auto | inplace (one engine per run, asleep while training, weights reloaded) | restart (an engine per round)
     vllm_lifecycle: str = "auto"
+    # Where the shards are sampled: local (this process) | ray (generate.workers Ray actors, one engine each;
+    # the same candidates, row for row). See README "Several machines: Ray".
+    executor: str = "local"
+    workers: int = 2  # ray: actors in the pool
+    ray_address: Optional[str] = None  # ray: "HEAD_IP:6379" or "ray://HEAD_IP:10001"; None: RAY_ADDRESS, a cluster on this node, else a local one
+    worker_cpus: float = 1.0  # ray: CPUs per actor (its torch threads on CPU)
+    worker_gpus: Optional[float] = None  # ray: GPUs per actor; None: vLLM's tensor x pipeline parallel size if the cluster has GPUs, else 0
 
 
 @dataclass
@@ -96,6 +103,7 @@ class RewardSpec:
     weight: float = 1.0
     kwargs: dict[str, Any] = field(default_factory=dict)
     on_error: str = "raise"  # raise | zero | skip
+    executor: str = "local"  # local | ray: score chunks of the candidates as Ray tasks (CPU-heavy rewards, e.g. code_exec)
 
 
 @dataclass
@@ -190,6 +198,7 @@ class Recipe:
 CHOICES = {
     "generate.backend": ("hf", "vllm", "auto", "dataset"),
     "generate.vllm_lifecycle": ("auto", "inplace", "restart"),
+    "generate.executor": ("local", "ray"),
     "accept.rule": tuple(RULES),  # each rule declares its own keys' choices (accept.scope, accept.target, ...)
     **{f"accept.{key}": options for rule in RULES.values() for key, options in rule.choices.items()},
     "accept.on_empty": ("stop", "carry"),
@@ -275,6 +284,8 @@ def validate(r: Recipe) -> None:
         bad("generate.top_p", f"is {r.generate.top_p}; it must be in (0, 1].")
     if r.generate.shard_prompts <= 0:
         bad("generate.shard_prompts", f"is {r.generate.shard_prompts}; it must be a positive number of prompts per generation shard (default 1024).")
+    if r.generate.workers <= 0 or r.generate.worker_cpus < 0 or (r.generate.worker_gpus or 0) < 0:
+        bad("generate.workers", f"is {r.generate.workers} (worker_cpus {r.generate.worker_cpus}, worker_gpus {r.generate.worker_gpus}); give 1 or more workers and non-negative CPUs/GPUs per worker.")
     if r.generate.max_new_tokens <= 0:
         bad("generate.max_new_tokens", "must be positive.")
     if r.accept.beta <= 0:
@@ -299,6 +310,8 @@ def validate(r: Recipe) -> None:
     for i, spec in enumerate(r.rewards):
         if spec.on_error not in ("raise", "zero", "skip"):
             bad(f"rewards[{i}].on_error", f"is '{spec.on_error}'; choose raise, zero or skip.")
+        if spec.executor not in ("local", "ray"):
+            bad(f"rewards[{i}].executor", f"is '{spec.executor}'; choose local or ray.")
     if r.train.batch_size <= 0 or r.train.epochs <= 0:
         bad("train.batch_size / train.epochs", "must be positive.")
     if r.train.num_processes <= 0:

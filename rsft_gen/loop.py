@@ -24,16 +24,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from rsft_gen import faults, run_setup
+from rsft_gen import faults, run_lock, run_setup
 from rsft_gen.accept import decide, sampler_truncation, selection_exactness
 from rsft_gen.accept_rules import get_rule
-from rsft_gen.config import Recipe, RecipeError, RewardSpec, records_log_q
+from rsft_gen.config import Recipe, RecipeError, RewardSpec
+from rsft_gen.data import TaskData
 from rsft_gen.evaluate import evaluate
-from rsft_gen.generate import SamplingSettings, candidates_frame, make_generator
+from rsft_gen.generate import make_generator
 from rsft_gen.rewards import load as load_reward
 from rsft_gen.rewards import score
 from rsft_gen.prompts import render_task
 from rsft_gen.select import select
+from rsft_gen.shards import plan_shards, read_shards, run_local
 from rsft_gen.state import RunState, round_dir, write_json, write_parquet
 from rsft_gen.tracking import Tracker, make_tracker
 from rsft_gen.train import train_sft
@@ -51,11 +53,12 @@ class RunContext:
     run_dir: Path
     state: RunState
     device: str
-    data: run_setup.TaskFrames
+    data: TaskData
     base_model: str
     tracker: Tracker
     generators: run_setup.GeneratorCache
     timings: dict = field(default_factory=dict)
+    pool: object = None  # generate.executor: ray: the RayShardPool, started at the first shard
 
     def model_of(self, r: int) -> str:
         """The checkpoint that round r produced (round 0: the starting model)."""
@@ -135,28 +138,24 @@ def generate_shards(ctx: RunContext, r: int, prompts: pd.DataFrame) -> tuple[pd.
     Each shard is written atomically to round_XX/candidates/shard_NNNNN.parquet and
     seeded by (seed, round, shard index) alone, so after a crash the shards already
     on disk are kept, only the others are sampled, and the result is exactly what an
-    uninterrupted run gives. Returns (all candidates, tokens sampled now, seconds).
+    uninterrupted run gives, in this process or on a Ray cluster (generate.executor).
+    Returns (all candidates, tokens sampled now, seconds).
     """
-    recipe, shard_dir = ctx.recipe, round_dir(ctx.run_dir, r) / "candidates"
+    recipe, shard_dir, model = ctx.recipe, round_dir(ctx.run_dir, r) / "candidates", ctx.model_of(r - 1)
     dataset = recipe.generate.backend == "dataset"  # candidates = the prompt set's reference completions
-    size = len(prompts) if dataset else recipe.generate.shard_prompts  # its log q is uniform over the whole set: one shard
-    gen, parts, new_tokens, seconds = None, [], 0, 0.0
-    for i, begin in enumerate(range(0, len(prompts), max(size, 1))):
-        batch, path = prompts.iloc[begin : begin + size], shard_dir / f"shard_{i:05d}.parquet"
-        part = pd.read_parquet(path) if path.exists() else None
-        if part is None or set(part.prompt_id) != set(batch.prompt_id):  # missing, or not this shard's prompts
-            if gen is None:
-                gen = make_generator(recipe.generate, ctx.model_of(r - 1), ctx.device, prompts=prompts) if dataset else ctx.generators.get(ctx.model_of(r - 1))
-            settings = SamplingSettings.from_config(recipe.generate, seed=(recipe.seed * 1000 + r) * 100_000 + i, log_q=records_log_q(recipe))
-            start = time.perf_counter()
-            part = candidates_frame(gen.generate(batch.prompt_id.tolist(), batch.prompt.tolist(), settings), batch)
-            seconds += time.perf_counter() - start
-            new_tokens += int(part.num_tokens.sum())
-            write_parquet(path, part)
-            faults.check(r, "generate", shard=i)
-        parts.append(part)
-    cands = pd.concat(parts, ignore_index=True) if parts else candidates_frame([], prompts)
-    return cands, new_tokens, seconds
+    jobs = plan_shards(recipe, r, prompts, shard_dir, size=len(prompts) if dataset else None)  # dataset: log q is uniform over the whole set, one shard
+    todo = [job for job in jobs if not job.on_disk()]
+    if dataset:
+        stats = run_local(todo, lambda: make_generator(recipe.generate, model, ctx.device, prompts=prompts))
+    elif recipe.generate.executor == "ray" and todo:
+        from rsft_gen.executor_ray import RayShardPool
+
+        ctx.pool = ctx.pool or RayShardPool(recipe)  # kept for the run: its actors keep their engines between rounds
+        stats = ctx.pool.run(todo, model)
+        ctx.pool.release()  # like the local engine before training: free the workers' memory
+    else:
+        stats = run_local(todo, lambda: ctx.generators.get(model))
+    return read_shards(jobs, prompts), stats.tokens, stats.seconds
 
 
 def with_model_path(specs: list[RewardSpec], model_path: str) -> list[RewardSpec]:
@@ -249,5 +248,8 @@ def run(recipe: Recipe, allow_changes: bool = False) -> Path:
         ) from e
     finally:
         ctx.generators.release()
+        if ctx.pool is not None:
+            ctx.pool.close()
         ctx.tracker.close()
+        run_lock.release(run_dir)  # taken by run_setup.prepare
     return run_dir

@@ -202,6 +202,10 @@ def score(cands: pd.DataFrame, specs: list[RewardSpec]) -> tuple[pd.DataFrame, d
     counts: dict[str, float] = {}
     for spec in specs:
         fn = load(spec)
+        if getattr(spec, "executor", "local") == "ray":  # chunks scored as Ray tasks, values in the same order
+            from rsft_gen.executor_ray import remote_reward
+
+            fn = remote_reward(fn, spec.name)
         col_name = f"reward/{spec.name}"
         k = 2
         while col_name in df.columns:  # the same reward twice (say, with different kwargs)

@@ -1,0 +1,88 @@
+"""Generation shards: the unit of work of the generate phase, wherever it runs.
+
+    jobs = plan_shards(recipe, r, prompts, shard_dir)          # one ShardJob per generate.shard_prompts prompts
+    todo = [job for job in jobs if not job.on_disk()]          # a resumed round keeps what it already has
+    stats = run_local(todo, lambda: generators.get(model_dir))  # or RayShardPool(recipe).run(todo, model_dir)
+    cands = read_shards(jobs, prompts)
+
+A shard is seeded by (seed, round, shard index) alone and written atomically to
+round_XX/candidates/shard_NNNNN.parquet, so its rows do not depend on which
+process, machine or attempt computed it: the local loop and every executor
+(rsft_gen/executor_ray.py) produce the same candidates.parquet, row for row.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from rsft_gen import faults
+from rsft_gen.config import Recipe, records_log_q
+from rsft_gen.generate import Generator, SamplingSettings, candidates_frame
+from rsft_gen.state import write_parquet
+
+
+@dataclass
+class ShardJob:
+    round: int
+    index: int
+    prompts: pd.DataFrame  # this shard's rows of the prompt set (all columns: rewards need them)
+    path: Path  # absolute, so a worker with another working directory writes the same file
+    settings: SamplingSettings
+
+    def on_disk(self) -> bool:
+        """Already written by an earlier attempt (and for these prompts: a changed shard size redoes it)?"""
+        return self.path.exists() and set(pd.read_parquet(self.path, columns=["prompt_id"]).prompt_id) == set(self.prompts.prompt_id)
+
+
+@dataclass
+class ShardStats:
+    tokens: int = 0  # new tokens sampled now (shards already on disk excluded)
+    seconds: float = 0.0  # time spent sampling them (local: summed per shard; ray: wall time of the pool)
+    lost: int = 0  # shards whose worker died under them and that were run again
+    on_head: int = 0  # shards the head ran itself because no worker was left
+
+
+def shard_seed(recipe: Recipe, r: int, i: int) -> int:
+    return (recipe.seed * 1000 + r) * 100_000 + i
+
+
+def plan_shards(recipe: Recipe, r: int, prompts: pd.DataFrame, shard_dir: Path, size: int | None = None) -> list[ShardJob]:
+    """Every shard of round r: generate.shard_prompts prompts each (or `size`), in prompt order."""
+    size = max(size or recipe.generate.shard_prompts, 1)
+    log_q = records_log_q(recipe)
+    return [
+        ShardJob(r, i, prompts.iloc[begin : begin + size], Path(shard_dir).resolve() / f"shard_{i:05d}.parquet",
+                 SamplingSettings.from_config(recipe.generate, seed=shard_seed(recipe, r, i), log_q=log_q))
+        for i, begin in enumerate(range(0, len(prompts), size))
+    ]
+
+
+def run_shard(gen: Generator, job: ShardJob) -> tuple[int, float]:
+    """Sample one shard and write it atomically; returns (new tokens, seconds sampling)."""
+    start = time.perf_counter()
+    part = candidates_frame(gen.generate(job.prompts.prompt_id.tolist(), job.prompts.prompt.tolist(), job.settings), job.prompts)
+    seconds = time.perf_counter() - start
+    write_parquet(job.path, part)
+    return int(part.num_tokens.sum()), seconds
+
+
+def run_local(jobs: list[ShardJob], get_generator: Callable[[], Generator]) -> ShardStats:
+    """The shards in this process, one after another (the generator is built only if there is work)."""
+    stats, gen = ShardStats(), None
+    for job in jobs:
+        gen = gen or get_generator()
+        tokens, seconds = run_shard(gen, job)
+        stats.tokens, stats.seconds = stats.tokens + tokens, stats.seconds + seconds
+        faults.check(job.round, "generate", shard=job.index)  # tests: die with this shard written
+    return stats
+
+
+def read_shards(jobs: list[ShardJob], prompts: pd.DataFrame) -> pd.DataFrame:
+    """All shards, in shard order: the round's candidates."""
+    parts = [pd.read_parquet(job.path) for job in jobs]
+    return pd.concat(parts, ignore_index=True) if parts else candidates_frame([], prompts)
