@@ -93,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     except (RecipeError, RewardError, EmptyRoundError) as e:
         print(f"rsft-gen: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the machine, not the code: a missing or unreadable file, a full disk, a lost mount
+        logging.getLogger("rsft_gen").debug("OSError", exc_info=True)
+        where = f": '{e.filename}'" if e.filename else ""
+        print(f"rsft-gen: error: {e.strerror or e}{where} ({type(e).__name__}); fix that path and run the same command again "
+              f"(a run resumes where it stopped).", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -53,8 +53,6 @@ class Candidate:
 
 
 class Generator(Protocol):
-    name: str
-
     def generate(self, prompt_ids: list[int], prompts: list[str], settings: SamplingSettings) -> list[Candidate]: ...
 
     def close(self) -> None: ...

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
+from rsft_gen import run_lock
 from rsft_gen.config import Recipe, RecipeError, to_dict, to_yaml
 from rsft_gen.data import TaskData, make_task
 from rsft_gen.generate import Generator, make_generator
@@ -21,7 +22,6 @@ from rsft_gen.tiny_model import build_tiny_model
 from rsft_gen.tracking import make_tracker
 
 log = logging.getLogger("rsft_gen")
-TaskFrames = TaskData
 # Keys that may differ on resume without changing results.
 HARMLESS_PREFIXES = ("tracking.", "rounds", "eval.batch_size", "generate.batch_size", "generate.vllm.", "generate.vllm_lifecycle")
 
@@ -163,7 +163,10 @@ class GeneratorCache:
 
 
 def prepare(recipe: Recipe, run_dir: Path, allow_changes: bool = False) -> dict | None:
-    """Set up (or reopen) the run directory; None when the run is already finished."""
+    """Set up (or reopen) the run directory; None when the run is already finished.
+
+    Takes the directory's run lock (rsft_gen/run_lock.py) for the run's lifetime: the loop
+    releases it when the run ends; here it is released when setup fails or there is nothing to do."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write_test"
@@ -171,6 +174,23 @@ def prepare(recipe: Recipe, run_dir: Path, allow_changes: bool = False) -> dict 
         probe.unlink()
     except OSError as e:
         raise RecipeError(f"output directory '{run_dir}' is not writable ({e.strerror}); set output_dir to a writable path.") from None
+    run_lock.acquire(run_dir)
+    try:
+        parts = _prepare_locked(recipe, run_dir, allow_changes)
+    except OSError as e:  # an unreadable data file, a full disk while building the base model, ...: one line, not a traceback
+        run_lock.release(run_dir)
+        where = f" ({e.filename})" if e.filename else ""
+        raise RecipeError(f"setting up run directory '{run_dir}' failed: {e.strerror or e}{where}. Fix that path (exists, readable, "
+                          f"writable, space left) and run the same command again; files already written are kept.") from e
+    except BaseException:
+        run_lock.release(run_dir)
+        raise
+    if parts is None:
+        run_lock.release(run_dir)
+    return parts
+
+
+def _prepare_locked(recipe: Recipe, run_dir: Path, allow_changes: bool) -> dict | None:
     check_resume(run_dir, recipe, allow_changes)
     check_rewards(recipe)
     state = RunState(run_dir)

@@ -61,12 +61,6 @@ def publish_dir(tmp_dir: Path, final: Path) -> None:
     os.replace(tmp_dir, final)
 
 
-def append_jsonl(path: Path, record: dict) -> None:
-    """Rewrite the file with the new line, atomically (a torn append could corrupt it)."""
-    old = path.read_text() if path.exists() else ""
-    write_text(path, old + json.dumps(record, sort_keys=True) + "\n")
-
-
 class RunState:
     """state.json: {"completed": {"1": ["generate", ...]}, "finished": bool, ...}."""
 

@@ -7,6 +7,9 @@
 
 metrics.jsonl is rebuilt from state.json on every write, so a crash between
 writing a round's line and recording it can never leave a duplicate line.
+Likewise each round's samples table and accepted-set artifact are marked in
+state.json (`wandb_logged`) once logged: a crash after logging them and before
+the accept phase is marked done redoes the phase, but does not log them twice.
 
 W&B: one run per loop. `tracking.wandb.mode` picks online, offline or disabled;
 left unset, WANDB_MODE decides if set, else online when an API key is
@@ -66,13 +69,23 @@ class Tracker:
             return
         import wandb
 
-        if self.table_rows > 0:
+        if self.table_rows > 0 and not self._logged("samples", r):
             self._log({"samples": wandb.Table(dataframe=samples_table(decided, self.table_rows))}, r)
+            self._mark_logged("samples", r)
         accepted = round_dir(self.run_dir, r) / "accepted.parquet"
-        if accepted.exists():
+        if accepted.exists() and not self._logged("accepted", r):
             art = wandb.Artifact(f"accepted-{self.run.id}", type="dataset", metadata={"round": r, "rows": len(pd.read_parquet(accepted))})
             art.add_file(str(accepted), name=f"round_{r:02d}/accepted.parquet")
             self.run.log_artifact(art, aliases=[f"round_{r:02d}"])
+            self._mark_logged("accepted", r)
+
+    def _logged(self, what: str, r: int) -> bool:
+        return r in self.state.get("wandb_logged", {}).get(what, [])
+
+    def _mark_logged(self, what: str, r: int) -> None:
+        done = dict(self.state.get("wandb_logged", {}))
+        done[what] = sorted(set(done.get(what, [])) | {r})
+        self.state.set("wandb_logged", done)
 
     def close(self) -> None:
         if self.run is not None:

@@ -36,7 +36,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_command(cfg: TrainConfig, device: str, work_dir: Path) -> list[str]:
+def launch_command(cfg: TrainConfig, work_dir: Path) -> list[str]:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(cfg.num_processes), "--num_machines", "1"]
     if cfg.accelerate_config:
         cmd += ["--config_file", cfg.accelerate_config]
@@ -56,7 +56,7 @@ def launch_train(model_dir, sft: pd.DataFrame, out_dir: Path, cfg: TrainConfig, 
     spec = {"model_dir": str(model_dir), "out_dir": str(out_dir), "cfg": asdict(cfg), "device": device, "seed": seed, "report_to": list(report_to or [])}
     (work / "spec.json").write_text(json.dumps(spec))
     env = {**os.environ, "RSFT_GEN_TRAIN_CHILD": "1"}
-    cmd = launch_command(cfg, device, work)
+    cmd = launch_command(cfg, work)
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"training child processes failed (exit {proc.returncode}); command: {' '.join(cmd)}. Their output is above.")

@@ -8,7 +8,8 @@ import pytest
 
 from rsft_gen.config import SelectConfig
 from rsft_gen.select import select
-from rsft_gen.state import RunState, append_jsonl, atomic_path, write_parquet
+from rsft_gen.state import RunState, atomic_path, write_parquet
+from rsft_gen.tracking import Tracker
 
 
 def decided_frame():
@@ -66,6 +67,9 @@ def test_run_state_round_trips_phases_and_metrics(tmp_path):
     again = RunState(tmp_path)
     assert again.done(1, "generate") and again.done(1, "reward") and not again.done(1, "accept")
     assert again.round_metrics(1) == {"time/generate_s": 1.5, "reward/mean": 0.25}
-    append_jsonl(tmp_path / "m.jsonl", {"round": 1})
-    append_jsonl(tmp_path / "m.jsonl", {"round": 2})
-    assert [json.loads(x)["round"] for x in (tmp_path / "m.jsonl").read_text().splitlines()] == [1, 2]
+    # metrics.jsonl is rebuilt from state.json (atomically) each time a round is logged
+    tracker = Tracker(tmp_path, again)
+    for r in (1, 2):
+        tracker.log_round(r, {"round": r})
+        again.mark_logged(r)
+    assert [json.loads(x)["round"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]

@@ -222,6 +222,28 @@ def test_accepted_set_is_an_artifact_per_round(run_dir, records):
         assert entry.digest == base64.b64encode(hashlib.md5(path.read_bytes()).digest()).decode()
 
 
+def test_a_redone_accept_phase_does_not_log_the_samples_twice(wandb_env, tmp_path):
+    """A crash after W&B logged round 1's samples table and accepted set, but before the accept
+    phase was marked done: the resumed process redoes the phase and calls log_samples again."""
+    from rsft_gen.state import round_dir, write_parquet
+
+    run_dir = tmp_path / "run"
+    recipe = _recipe(run_dir, rounds=1)
+    decided = pd.DataFrame({"prompt_id": [0, 1], "prompt": ["a", "b"], "completion": ["1", "2"], "reward": [1.0, 0.0], "accepted": [True, False]})
+    write_parquet(round_dir(run_dir, 1) / "accepted.parquet", decided[decided.accepted])
+    for _ in range(2):  # the first process dies after logging; the second is the resume
+        state = RunState(run_dir)  # what the resumed process reads from disk
+        tracker = make_tracker(recipe, run_dir, state)
+        tracker.log_samples(1, decided)
+        tracker.close()
+    files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    recs = [r for f in files for r in read_wandb_records(f)]
+    assert len(files) == 2 and len({r.run.run_id for r in recs if r.WhichOneof("record_type") == "run"}) == 1
+    assert [row["round"] for row in history_rows(recs) if "samples" in row] == [1]
+    assert len([a for a in of_type(recs, "artifact") if a.type == "dataset"]) == 1
+    assert RunState(run_dir).get("wandb_logged") == {"samples": [1], "accepted": [1]}
+
+
 def test_run_config_is_the_resolved_recipe(run_dir, records):
     config: dict = {}
     for rec in of_type(records[0], "run")[0].config.update:
