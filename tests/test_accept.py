@@ -262,6 +262,23 @@ def test_target_log_probs_scores_token_ids_and_keeps_row_order(tiny_model_dir):
         accept_target.target_log_probs(df.assign(token_ids=[[10_000]] * 5), tiny_model_dir, model=model, tokenizer=tok)
 
 
+# --- the registry --------------------------------------------------------------------------
+
+def test_rules_declare_what_config_and_loop_need():
+    from rsft_gen.accept_rules import RULES, get_rule
+    from rsft_gen.config import CHOICES, records_log_q
+
+    assert CHOICES["accept.rule"] == tuple(RULES) == ("threshold", "best_of_n", "top_fraction", "all", "likelihood_ratio")
+    assert CHOICES["accept.target"] == ("reward_tilted", "model", "reward_weighted") and CHOICES["accept.scope"] == ("prompt", "global")
+    lr = get_rule("likelihood_ratio")
+    assert lr.needs_engine_memory(AcceptConfig(target="model")) and not lr.needs_engine_memory(AcceptConfig(target="reward_tilted"))
+    assert [name for name, rule in RULES.items() if rule.needs_log_q(AcceptConfig())] == ["likelihood_ratio"]
+    assert records_log_q(load_recipe(None, ["accept.rule=likelihood_ratio"])) and not records_log_q(load_recipe(None, ["accept.rule=best_of_n"]))
+    assert "threshold" in get_rule("threshold").keys and {"fraction", "scope"} <= set(get_rule("top_fraction").keys)
+    with pytest.raises(ValueError, match="choose one of threshold, best_of_n, top_fraction, all, likelihood_ratio"):
+        get_rule("best_of")
+
+
 # --- recipe validation ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("overrides,key", [

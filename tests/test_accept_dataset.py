@@ -124,4 +124,7 @@ def test_dataset_backend_model_loss_round_end_to_end(fast_recipe):
     r1 = next(rec for rec in metrics if rec["round"] == 1)
     assert r1["accept/accepted"] == scored.accepted.sum() > 0
     assert r1["accept/bound_violations"] == 0
+    # The whole labelled set is q's support: covered by construction, so exact; the recipe's dedup is not.
+    assert r1["accept/target_coverage"] == 1.0 and r1["accept/exact"] == 1.0
+    assert r1["select/exact"] == 0.0
     assert (run_dir / "round_01" / "model" / "config.json").exists()

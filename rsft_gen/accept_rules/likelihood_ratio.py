@@ -243,9 +243,12 @@ def exactness(r: Ratio, violated: bool, groups: np.ndarray, ctx) -> dict:
     elif not covered:
         log.warning("accept: exact sample of p restricted to the sampler's support (covering ~%.1f%% ± %.1f%% of p)%s; "
                     "not a sample of p itself. Sampling without top-k / top-p truncation covers all of p.", 100 * cov, 100 * se, sampler)
+    elif r.log_ratio is None:
+        log.info("accept: exact sample of p (no bound violated; p is defined on the sampler's own distribution%s)",
+                 f", truncated by {', '.join(truncation)}" if truncation else "")
     else:
         why = "the sampler has full support" if full_support else f"estimated coverage {cov:.3f} ± {se:.3f}"
-        log.info("accept: exact sample of p (no bound violated; %s)%s", why, sampler if r.log_ratio is None else "")
+        log.info("accept: exact sample of p (no bound violated; %s)", why)
     return {"accept/target_coverage": cov, "accept/target_coverage_se": se, "accept/exact": float(exact)}
 
 
