@@ -32,7 +32,9 @@ from rsft_gen.config import AcceptConfig, GenerateConfig, SelectConfig
 log = logging.getLogger(__name__)
 
 
-def decide(scored: pd.DataFrame, cfg: AcceptConfig, seed: int, *, device: str = "cpu", truncation: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
+def decide(
+    scored: pd.DataFrame, cfg: AcceptConfig, seed: int, *, device: str = "cpu", truncation: list[str] | None = None
+) -> tuple[pd.DataFrame, dict]:
     """Apply `cfg.rule`; returns (scored + accept_prob + accepted, metrics).
 
     `truncation`: how the sampler cut its distribution (`sampler_truncation(recipe.generate)`);
@@ -94,6 +96,9 @@ def selection_exactness(select_cfg: SelectConfig, accept_metrics: dict) -> dict:
         breaking.append(f"select.mix_seed_fraction={select_cfg.mix_seed_fraction}")
     exact = bool(accept_metrics["accept/exact"]) and not breaking
     if breaking and accept_metrics["accept/exact"]:
-        log.warning("select: the SFT set is NOT an exact sample of p although the accepted column is: %s; "
-                    "set select.dedup=false and select.mix_seed_fraction=0 to keep it exact.", ", ".join(breaking))
+        log.warning(
+            "select: the SFT set is NOT an exact sample of p although the accepted column is: %s; "
+            "set select.dedup=false and select.mix_seed_fraction=0 to keep it exact.",
+            ", ".join(breaking),
+        )
     return {"select/exact": float(exact)}

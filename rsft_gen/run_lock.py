@@ -99,17 +99,25 @@ def acquire(run_dir: Path) -> None:
             pass
         raise RecipeError(
             f"output directory '{run_dir}' is in use by another rsft-gen run ({describe(holder)}; lock file {path}). "
-            f"Two runs writing one directory would corrupt it: wait for that run to finish or stop it, or set another output_dir."
+            "Two runs writing one directory would corrupt it: wait for that run to finish or stop it, "
+            "or set another output_dir."
         ) from None
     except OSError as e:
         if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
             raise
-        log.warning("%s: this file system does not support locks (%s); nothing stops a second run writing here", run_dir, e.strerror)
+        log.warning(
+            "%s: this file system does not support locks (%s); nothing stops a second run writing here",
+            run_dir,
+            e.strerror,
+        )
         return
     previous = _read(fd)
     if previous and previous.get("pid") != os.getpid():
-        log.warning("%s: taking over a stale run lock (%s), which no running process holds: that run crashed or was killed",
-                    run_dir, describe(previous))
+        log.warning(
+            "%s: taking over a stale run lock (%s), which no running process holds: that run crashed or was killed",
+            run_dir,
+            describe(previous),
+        )
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "argv": sys.argv}
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)

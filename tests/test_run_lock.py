@@ -24,7 +24,14 @@ from rsft_gen import run_lock
 from rsft_gen.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["rounds=1", "data.train_prompts=8", "data.eval_prompts=4", "generate.n=2", "accept.rule=all", "tracking.wandb.mode=disabled"]
+TINY = [
+    "rounds=1",
+    "data.train_prompts=8",
+    "data.eval_prompts=4",
+    "generate.n=2",
+    "accept.rule=all",
+    "tracking.wandb.mode=disabled",
+]
 HOLD = """
 import os, sys, time
 from pathlib import Path
@@ -41,7 +48,13 @@ time.sleep(60)
 def holder(run_dir: Path, mode: str = "plain") -> subprocess.Popen:
     """Another process holding run_dir's lock; returns once it has it."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir), mode], cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(run_dir), mode],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 

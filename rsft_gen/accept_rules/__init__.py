@@ -17,13 +17,16 @@ from __future__ import annotations
 from rsft_gen.accept_rules import accept_all, best_of_n, likelihood_ratio, threshold, top_fraction
 from rsft_gen.accept_rules.base import AcceptContext, Decision, Rule
 
-RULES: dict[str, Rule] = {rule.name: rule for rule in (
-    threshold.RULE,
-    best_of_n.RULE,
-    top_fraction.RULE,
-    accept_all.RULE,
-    likelihood_ratio.RULE,
-)}
+RULES: dict[str, Rule] = {
+    rule.name: rule
+    for rule in (
+        threshold.RULE,
+        best_of_n.RULE,
+        top_fraction.RULE,
+        accept_all.RULE,
+        likelihood_ratio.RULE,
+    )
+}
 
 
 def get_rule(name: str) -> Rule:

@@ -1,6 +1,6 @@
 """`accept.rule: all`: accept every candidate with a finite reward (the ablation baseline).
 
-    accept: {rule: all}
+accept: {rule: all}
 """
 
 from __future__ import annotations
@@ -15,4 +15,6 @@ def apply(df, cfg, rng, ctx) -> Decision:
     return Decision(finite.astype(float), finite.copy())
 
 
-RULE = Rule(name="all", apply=apply, help="accept every candidate (the ablation: train on your own samples, right or wrong)")
+RULE = Rule(
+    name="all", apply=apply, help="accept every candidate (the ablation: train on your own samples, right or wrong)"
+)

@@ -65,6 +65,7 @@ class Rule:
 
 # --- arithmetic shared by rules --------------------------------------------------------------
 
+
 def acceptance_probability(log_p, log_q, log_m) -> np.ndarray:
     """min(1, p / (M q)) computed in log space; non-finite inputs give probability 0."""
     log_p, log_q, log_m = (np.asarray(x, dtype=float) for x in (log_p, log_q, log_m))
@@ -87,7 +88,9 @@ def prompt_groups(df: pd.DataFrame) -> np.ndarray:
     return pd.factorize(df["prompt_id"])[0] if len(df) else np.zeros(0, dtype=int)
 
 
-def top_k_per_group(reward: np.ndarray, groups: np.ndarray, k: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def top_k_per_group(
+    reward: np.ndarray, groups: np.ndarray, k: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Accept the k[i] highest finite rewards of row i's group, ties at the cut broken by a
     seeded draw. Returns (prob, accepted): prob is 1 above the cut, free slots / tied rows
     at the cut, 0 below it (and for non-finite rewards)."""

@@ -1,6 +1,6 @@
 """`accept.rule: best_of_n`: the highest reward of each prompt; ties broken by a seeded draw.
 
-    accept: {rule: best_of_n}
+accept: {rule: best_of_n}
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from rsft_gen.accept_rules.base import Decision, Rule, prompt_groups, top_k_per_
 
 
 def apply(df, cfg, rng, ctx) -> Decision:
-    prob, accepted = top_k_per_group(df["reward"].to_numpy(dtype=float), prompt_groups(df), np.ones(len(df), dtype=int), rng)
+    prob, accepted = top_k_per_group(
+        df["reward"].to_numpy(dtype=float), prompt_groups(df), np.ones(len(df), dtype=int), rng
+    )
     return Decision(prob, accepted)
 
 

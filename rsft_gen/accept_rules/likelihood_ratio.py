@@ -63,7 +63,9 @@ class Ratio:
 
 def _column(df: pd.DataFrame, name: str, why: str) -> np.ndarray:
     if name not in df.columns:
-        raise ValueError(f"accept: {why} needs the candidate column '{name}', which is missing (columns: {list(df.columns)}).")
+        raise ValueError(
+            f"accept: {why} needs the candidate column '{name}', which is missing (columns: {list(df.columns)})."
+        )
     return df[name].to_numpy(dtype=float)
 
 
@@ -82,8 +84,18 @@ def reward_tilted(df: pd.DataFrame, cfg, rng: np.random.Generator, ctx) -> Ratio
     with np.errstate(invalid="ignore"):
         excess = (reward - r_max) / cfg.beta
     excess = np.where(np.isfinite(log_q), excess, np.nan)
-    why = "accept.r_max: per_prompt takes each prompt's bound from its own samples (RSO's approximation: the best sample is always accepted)" if per_prompt else ""
-    return Ratio(excess, ~np.isfinite(reward) | ~np.isfinite(log_q), log_m=float("nan") if per_prompt else float(cfg.r_max) / cfg.beta, not_exact=why)
+    why = ""
+    if per_prompt:
+        why = (
+            "accept.r_max: per_prompt takes each prompt's bound from its own samples "
+            "(RSO's approximation: the best sample is always accepted)"
+        )
+    return Ratio(
+        excess,
+        ~np.isfinite(reward) | ~np.isfinite(log_q),
+        log_m=float("nan") if per_prompt else float(cfg.r_max) / cfg.beta,
+        not_exact=why,
+    )
 
 
 def model(df: pd.DataFrame, cfg, rng: np.random.Generator, ctx) -> Ratio:
@@ -102,7 +114,10 @@ def reward_weighted(df: pd.DataFrame, cfg, rng: np.random.Generator, ctx) -> Rat
     log_q = _column(df, "log_q", "target: reward_weighted")
     valid = np.isfinite(reward)
     if np.any(valid & (reward < 0)):
-        raise ValueError(f"accept.target is reward_weighted, which needs rewards >= 0 (they are weights), but {int((valid & (reward < 0)).sum())} are negative; use a non-negative reward such as model_loss.")
+        raise ValueError(
+            f"accept.target is reward_weighted, which needs rewards >= 0 (they are weights), but "
+            f"{int((valid & (reward < 0)).sum())} are negative; use a non-negative reward such as model_loss."
+        )
     with np.errstate(divide="ignore"):
         log_p = np.log(reward) - np.log(reward[valid].sum()) if valid.any() else np.full(len(df), np.nan)
     # A zero weight (log p = -inf) is a legitimate "never", not a broken input.
@@ -123,8 +138,15 @@ def _with_log_m(log_p, log_q, nonfinite, cfg, rng, groups, coverage: bool) -> Ra
         log_m = _per_prompt_log_m(ratio, groups, cfg, rng, pilot, metrics)
     else:
         log_m = _resolve_log_m(ratio, cfg, rng, pilot, metrics)
-    return Ratio(ratio - log_m, nonfinite, log_m=float(log_m) if np.ndim(log_m) == 0 else float("nan"), pilot=pilot,
-                 log_ratio=ratio if coverage else None, columns={"log_p": log_p}, metrics=metrics)
+    return Ratio(
+        ratio - log_m,
+        nonfinite,
+        log_m=float(log_m) if np.ndim(log_m) == 0 else float("nan"),
+        pilot=pilot,
+        log_ratio=ratio if coverage else None,
+        columns={"log_p": log_p},
+        metrics=metrics,
+    )
 
 
 def _resolve_log_m(ratio: np.ndarray, cfg, rng: np.random.Generator, pilot: np.ndarray, metrics: dict) -> float:
@@ -142,12 +164,20 @@ def _resolve_log_m(ratio: np.ndarray, cfg, rng: np.random.Generator, pilot: np.n
     pilot[chosen] = True
     log_m = float(ratio[chosen].max()) + cfg.log_m_margin
     metrics["accept/pilot_samples"] = size
-    log.info("accept: log M = %.4f estimated from a pilot of %d samples (max log p/q %.4f + margin %.4f); pilot samples are not accepted",
-             log_m, size, log_m - cfg.log_m_margin, cfg.log_m_margin)
+    log.info(
+        "accept: log M = %.4f estimated from a pilot of %d samples (max log p/q %.4f + margin %.4f); "
+        "pilot samples are not accepted",
+        log_m,
+        size,
+        log_m - cfg.log_m_margin,
+        cfg.log_m_margin,
+    )
     return log_m
 
 
-def _per_prompt_log_m(ratio: np.ndarray, groups: np.ndarray, cfg, rng: np.random.Generator, pilot: np.ndarray, metrics: dict) -> np.ndarray:
+def _per_prompt_log_m(
+    ratio: np.ndarray, groups: np.ndarray, cfg, rng: np.random.Generator, pilot: np.ndarray, metrics: dict
+) -> np.ndarray:
     """One log M per prompt, from a pilot of accept.pilot_fraction of that prompt's own candidates
     (at least one, and at least one left to accept). A prompt with fewer than two finite
     log p/q gets no bound and accepts nothing. Conditional on its pilot, each prompt's
@@ -169,9 +199,18 @@ def _per_prompt_log_m(ratio: np.ndarray, groups: np.ndarray, cfg, rng: np.random
     bounded = np.isfinite(log_m)
     if bounded.any():
         per_prompt = pd.Series(log_m[bounded]).groupby(groups[bounded]).first()
-        metrics |= {"accept/log_m_min": float(per_prompt.min()), "accept/log_m_mean": float(per_prompt.mean()), "accept/log_m_max": float(per_prompt.max())}
-    log.info("accept: log M per prompt from %d pilot samples (pilot_fraction %.2f of each prompt); %d prompts had too few to bound",
-             int(pilot.sum()), cfg.pilot_fraction, no_bound)
+        metrics |= {
+            "accept/log_m_min": float(per_prompt.min()),
+            "accept/log_m_mean": float(per_prompt.mean()),
+            "accept/log_m_max": float(per_prompt.max()),
+        }
+    log.info(
+        "accept: log M per prompt from %d pilot samples (pilot_fraction %.2f of each prompt); "
+        "%d prompts had too few to bound",
+        int(pilot.sum()),
+        cfg.pilot_fraction,
+        no_bound,
+    )
     return log_m
 
 
@@ -218,7 +257,10 @@ def apply(df: pd.DataFrame, cfg, rng: np.random.Generator, ctx) -> Decision:
             "accept: %d of %d samples (%.2f%%) have p/q > M (log p/q exceeds log M by up to %.3f); "
             "the accepted set is NOT an exact sample of the target p. Raise accept.log_m or accept.log_m_margin "
             "(reward_tilted: accept.r_max, or use r_max: per_prompt).",
-            int(violated.sum()), evaluated, 100.0 * violated.sum() / evaluated, worst,
+            int(violated.sum()),
+            evaluated,
+            100.0 * violated.sum() / evaluated,
+            worst,
         )
     metrics |= exactness(r, violated.any(), prompt_groups(df), ctx)
     columns = {**r.columns, "log_ratio": r.excess, "pilot": pilot}
@@ -228,7 +270,9 @@ def apply(df: pd.DataFrame, cfg, rng: np.random.Generator, ctx) -> Decision:
 def exactness(r: Ratio, violated: bool, groups: np.ndarray, ctx) -> dict:
     """accept/target_coverage (± se) and accept/exact, with the one line saying what the set is a sample of."""
     truncation = ctx.truncation
-    if r.log_ratio is None:  # p is defined on q's own support (tilted, or the whole labelled set): covered by construction
+    if (
+        r.log_ratio is None
+    ):  # p is defined on q's own support (tilted, or the whole labelled set): covered by construction
         cov, se = 1.0, 0.0
     else:
         cov, se = coverage_estimate(r.log_ratio, groups)
@@ -241,11 +285,18 @@ def exactness(r: Ratio, violated: bool, groups: np.ndarray, ctx) -> dict:
     elif r.not_exact:
         log.info("accept: the accepted set approximates p: %s.", r.not_exact)
     elif not covered:
-        log.warning("accept: exact sample of p restricted to the sampler's support (covering ~%.1f%% ± %.1f%% of p)%s; "
-                    "not a sample of p itself. Sampling without top-k / top-p truncation covers all of p.", 100 * cov, 100 * se, sampler)
+        log.warning(
+            "accept: exact sample of p restricted to the sampler's support (covering ~%.1f%% ± %.1f%% of p)%s; "
+            "not a sample of p itself. Sampling without top-k / top-p truncation covers all of p.",
+            100 * cov,
+            100 * se,
+            sampler,
+        )
     elif r.log_ratio is None:
-        log.info("accept: exact sample of p (no bound violated; p is defined on the sampler's own distribution%s)",
-                 f", truncated by {', '.join(truncation)}" if truncation else "")
+        log.info(
+            "accept: exact sample of p (no bound violated; p is defined on the sampler's own distribution%s)",
+            f", truncated by {', '.join(truncation)}" if truncation else "",
+        )
     else:
         why = "the sampler has full support" if full_support else f"estimated coverage {cov:.3f} ± {se:.3f}"
         log.info("accept: exact sample of p (no bound violated; %s)", why)
@@ -276,16 +327,32 @@ def check(recipe):
     if a.target == "model" and not a.target_model:
         yield "accept.target_model", "is not set; target: model needs the path of the target model."
     if a.target == "reward_weighted" and recipe.generate.backend != "dataset":
-        yield "accept.target", "is reward_weighted, which weights a fixed labelled set (q uniform over it); set generate.backend: dataset, or use reward_tilted for sampled candidates."
+        yield (
+            "accept.target",
+            "is reward_weighted, which weights a fixed labelled set (q uniform over it); "
+            "set generate.backend: dataset, or use reward_tilted for sampled candidates.",
+        )
     if a.log_m == "per_prompt" and a.target != "model":
-        yield "accept.log_m", (f"is per_prompt, which estimates a bound from each prompt's own pilot samples of a target model (accept.target: model); "
-                               f"with target: {a.target} use " + ("accept.r_max: per_prompt." if a.target == "reward_tilted" else "log_m: auto (the exact bound of the whole set)."))
+        yield (
+            "accept.log_m",
+            (
+                "is per_prompt, which estimates a bound from each prompt's own pilot samples of a target model "
+                "(accept.target: model); "
+                f"with target: {a.target} use "
+                + (
+                    "accept.r_max: per_prompt."
+                    if a.target == "reward_tilted"
+                    else "log_m: auto (the exact bound of the whole set)."
+                )
+            ),
+        )
 
 
 RULE = Rule(
     name="likelihood_ratio",
     apply=apply,
-    help="exact rejection sampling of a target p from the sampler q: accept with min(1, p/(M q)) (RSO, loss-weighted selection)",
+    help="exact rejection sampling of a target p from the sampler q: accept with min(1, p/(M q)) "
+    "(RSO, loss-weighted selection)",
     keys=("target", "beta", "r_max", "target_model", "log_m", "pilot_fraction", "log_m_margin", "samples_per_prompt"),
     choices={"target": tuple(TARGETS)},
     needs_log_q=lambda cfg: True,

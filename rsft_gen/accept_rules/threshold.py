@@ -1,6 +1,6 @@
 """`accept.rule: threshold`: accept every candidate whose reward is >= accept.threshold.
 
-    accept: {rule: threshold, threshold: 1.0}
+accept: {rule: threshold, threshold: 1.0}
 """
 
 from __future__ import annotations
@@ -17,4 +17,9 @@ def apply(df, cfg, rng, ctx) -> Decision:
     return Decision(prob, prob > 0)
 
 
-RULE = Rule(name="threshold", apply=apply, keys=("threshold",), help="accept when reward >= accept.threshold (STaR, RFT, ReST-EM)")
+RULE = Rule(
+    name="threshold",
+    apply=apply,
+    keys=("threshold",),
+    help="accept when reward >= accept.threshold (STaR, RFT, ReST-EM)",
+)

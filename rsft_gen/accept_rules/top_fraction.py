@@ -25,6 +25,9 @@ def apply(df, cfg, rng, ctx) -> Decision:
 
 
 RULE = Rule(
-    name="top_fraction", apply=apply, keys=("fraction", "scope"), choices={"scope": ("prompt", "global")},
+    name="top_fraction",
+    apply=apply,
+    keys=("fraction", "scope"),
+    choices={"scope": ("prompt", "global")},
     help="accept the top accept.fraction of each prompt (scope: prompt) or of the round (scope: global) (RAFT)",
 )
