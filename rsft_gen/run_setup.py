@@ -17,6 +17,7 @@ from rsft_gen import run_lock
 from rsft_gen.config import Recipe, RecipeError, to_dict, to_yaml
 from rsft_gen.data import TaskData, make_task
 from rsft_gen.generate import Generator, make_generator
+from rsft_gen.model_source import resolve_base_model
 from rsft_gen.state import RunState, publish_dir, round_dir, write_parquet, write_text
 from rsft_gen.tiny_model import build_tiny_model
 from rsft_gen.tracking import make_tracker
@@ -78,21 +79,15 @@ def load_or_make_data(recipe: Recipe, run_dir: Path) -> TaskData:
 
 
 def prepare_base_model(recipe: Recipe, run_dir: Path) -> str:
-    if recipe.model.path == "tiny":
-        target = run_dir / "base_model"
-        if not (target / "config.json").exists():
-            tmp = Path(tempfile.mkdtemp(prefix=".base_model.", dir=run_dir))
-            build_tiny_model(tmp, recipe.model.tiny, seed=recipe.seed)
-            publish_dir(tmp, target)
-        return str(target)
-    path = Path(recipe.model.path).expanduser()
-    if path.exists():
-        if not (path / "config.json").exists():
-            raise RecipeError(f"recipe key 'model.path' is '{path}', a directory without config.json; point it at a saved model (save_pretrained output) or 'tiny'.")
-        return str(path)
-    if recipe.model.path.startswith((".", "/", "~")) or recipe.model.path.count("/") != 1:
-        raise RecipeError(f"recipe key 'model.path' is '{recipe.model.path}', which does not exist; give a model directory, a hub id (org/name), or 'tiny'.")
-    return recipe.model.path  # a hub id: transformers resolves it (and its cache)
+    """The starting model's directory or hub id: 'tiny' is built into the run directory; GGUF files are converted."""
+    if recipe.model.path != "tiny":
+        return resolve_base_model(recipe.model)
+    target = run_dir / "base_model"
+    if not (target / "config.json").exists():
+        tmp = Path(tempfile.mkdtemp(prefix=".base_model.", dir=run_dir))
+        build_tiny_model(tmp, recipe.model.tiny, seed=recipe.seed)
+        publish_dir(tmp, target)
+    return str(target)
 
 
 def checkpoint_error(model_dir: str, e: Exception) -> Exception:
