@@ -40,6 +40,7 @@ import logging
 import re
 from collections import Counter
 
+from reward.exact_match import text_of
 from rsft_gen.sandbox import Limits, run_many
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def code_exec(prompts, completions, column: str = "tests", timeout_s: float = 5.
         raise KeyError(f"code_exec: no column '{column}' in the prompt set (have: {', '.join(sorted(columns))})")
     tests = [_tests(t) for t in columns[column]]
     todo = [i for i, t in enumerate(tests) if t]
-    jobs = [((prompts[i] if prefix_prompt else "") + extract_code(completions[i]), tests[i]) for i in todo]
+    jobs = [((text_of(prompts[i]) if prefix_prompt else "") + extract_code(text_of(completions[i])), tests[i]) for i in todo]
     limits = Limits(timeout_s=timeout_s, memory_mb=memory_mb, site_packages=site_packages, isolation=isolation)
     results = run_many(jobs, limits, workers=workers, progress=len(jobs) >= 64)
     out: list[float | None] = [None] * len(completions)
