@@ -26,7 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from rsft_gen.config import TinyModelConfig, TrainConfig
 from rsft_gen.data import addition_problems
 from rsft_gen.tiny_model import build_tiny_model
-from rsft_gen.train import train_sft
+from rsft_gen.train import freeze_parameters, train_sft
 
 
 def plain_loop(model_dir: str, prompts, completions, cfg: TrainConfig, seed: int, out_dir: Path) -> tuple[int, float, float]:
@@ -36,12 +36,14 @@ def plain_loop(model_dir: str, prompts, completions, cfg: TrainConfig, seed: int
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.train()
+    freeze_parameters(model, cfg.freeze)  # the same frozen layers as the recipe's train phase
+    params = [p for p in model.parameters() if p.requires_grad]
     examples = []
     for p, c in zip(prompts, completions):
         p_ids = tok(p)["input_ids"]
         c_ids = tok(c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         examples.append((p_ids + c_ids, [-100] * len(p_ids) + c_ids))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(seed)
     tokens = 0
     loop_start = time.perf_counter()
@@ -50,7 +52,7 @@ def plain_loop(model_dir: str, prompts, completions, cfg: TrainConfig, seed: int
         for b in range(0, len(order), cfg.batch_size):
             batch = [examples[i] for i in order[b : b + cfg.batch_size]]
             width = max(len(ids) for ids, _ in batch)
-            ids = torch.full((len(batch), width), tok.pad_token_id)
+            ids = torch.full((len(batch), width), tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
             labels = torch.full((len(batch), width), -100)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
             for j, (x, y) in enumerate(batch):
@@ -59,7 +61,7 @@ def plain_loop(model_dir: str, prompts, completions, cfg: TrainConfig, seed: int
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # as the HF Trainer does by default
+            torch.nn.utils.clip_grad_norm_(params, 1.0)  # as the HF Trainer does by default
             opt.step()
     loop_s = time.perf_counter() - loop_start
     model.save_pretrained(out_dir)

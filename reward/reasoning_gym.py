@@ -14,10 +14,10 @@ rules eval uses (reward.exact_match.extract_answer): "answer_tags" (the last
 
 >>> import json
 >>> entry = json.dumps({"question": "2 + 3 =", "answer": "5", "metadata": {}})
->>> reasoning_gym(["so <answer>5</answer>", "<answer>6</answer>", "no tags"], rg_task=["chain_sum"] * 3,
+>>> reasoning_gym(None, ["so <answer>5</answer>", "<answer>6</answer>", "no tags"], rg_task=["chain_sum"] * 3,
 ...               rg_config=["{}"] * 3, rg_entry=[entry] * 3)
 [1.0, 0.0, 0.0]
->>> reasoning_gym(["2 + 3 = 5"], rg_task=["chain_sum"], rg_config=["{}"], rg_entry=[entry], extract="last_number")
+>>> reasoning_gym(None, ["2 + 3 = 5"], rg_task=["chain_sum"], rg_config=["{}"], rg_entry=[entry], extract="last_number")
 [1.0]
 """
 
@@ -41,7 +41,7 @@ def _text(completion) -> str:
     return completion if isinstance(completion, str) else completion[-1]["content"]
 
 
-def reasoning_gym(completions, rg_task, rg_config, rg_entry, extract: str = "answer_tags", pattern: str | None = None,
+def reasoning_gym(prompts, completions, rg_task, rg_config, rg_entry, extract: str = "answer_tags", pattern: str | None = None,
                   **columns) -> list[float]:
     """The reasoning-gym task's score_answer on each completion's extracted answer (0.0 if none)."""
     out = []

@@ -42,10 +42,10 @@ def test_every_row_keeps_what_its_verifier_needs():
         entries = [json.loads(e) for e in df.rg_entry]
         assert [e["answer"] for e in entries] == list(df.answer)
         # The oracle answer scores 1.0 under each task's own score_answer; a wrong one does not.
-        assert reasoning_gym(list(df.answer), rg_task=list(df.rg_task), rg_config=list(df.rg_config),
+        assert reasoning_gym(None, list(df.answer), rg_task=list(df.rg_task), rg_config=list(df.rg_config),
                              rg_entry=list(df.rg_entry), extract="strip") == [1.0] * len(df)
         wrong = [str(int(a) + 1) for a in df.answer]
-        assert max(reasoning_gym(wrong, rg_task=list(df.rg_task), rg_config=list(df.rg_config),
+        assert max(reasoning_gym(None, wrong, rg_task=list(df.rg_task), rg_config=list(df.rg_config),
                                  rg_entry=list(df.rg_entry), extract="strip")) < 1.0
 
 
@@ -61,10 +61,10 @@ def test_reward_extraction_modes_and_chat_form():
     entry = json.dumps({"question": "q", "answer": "12", "metadata": {}})
     common = dict(rg_task=["chain_sum"] * 4, rg_config=["{}"] * 4, rg_entry=[entry] * 4)
     completions = ["I think <answer>12</answer>", "12 is it\nso 13", "the sum is 12", "\\boxed{12}"]
-    assert reasoning_gym(completions, **common, extract="last_number") == [1.0, 0.0, 1.0, 1.0]
-    assert reasoning_gym(completions, **common, extract="boxed") == [0.0, 0.0, 0.0, 1.0]
+    assert reasoning_gym(None, completions, **common, extract="last_number") == [1.0, 0.0, 1.0, 1.0]
+    assert reasoning_gym(None, completions, **common, extract="boxed") == [0.0, 0.0, 0.0, 1.0]
     chat = [[{"role": "assistant", "content": c}] for c in completions]
-    assert reasoning_gym(chat, **common, extract="last_number") == [1.0, 0.0, 1.0, 1.0]
+    assert reasoning_gym(None, chat, **common, extract="last_number") == [1.0, 0.0, 1.0, 1.0]
 
 
 @pytest.mark.parametrize("tasks, message", [
