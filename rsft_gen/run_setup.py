@@ -18,7 +18,7 @@ from rsft_gen.config import Recipe, RecipeError, to_dict, to_yaml
 from rsft_gen.data import TaskData, make_task
 from rsft_gen.generate import Generator, make_generator
 from rsft_gen.model_source import resolve_base_model
-from rsft_gen.state import RunState, publish_dir, round_dir, write_parquet, write_text
+from rsft_gen.state import RunState, publish_dir, remove_leftovers, round_dir, write_parquet, write_text
 from rsft_gen.tiny_model import build_tiny_model
 from rsft_gen.tracking import make_tracker
 
@@ -186,6 +186,8 @@ def prepare(recipe: Recipe, run_dir: Path, allow_changes: bool = False) -> dict 
 
 
 def _prepare_locked(recipe: Recipe, run_dir: Path, allow_changes: bool) -> dict | None:
+    if removed := remove_leftovers(run_dir):  # we hold the lock: these belong to a writer that was killed
+        log.info("%s: removed %d temporary files/directories left by an interrupted run", run_dir, removed)
     check_resume(run_dir, recipe, allow_changes)
     check_rewards(recipe)
     state = RunState(run_dir)

@@ -61,6 +61,26 @@ def publish_dir(tmp_dir: Path, final: Path) -> None:
     os.replace(tmp_dir, final)
 
 
+LEFTOVER_DIRS = (".model.", ".base_model.")  # mkdtemp prefixes of checkpoints written before publish_dir
+
+
+def remove_leftovers(run_dir: Path) -> int:
+    """Delete what writers killed mid-write left behind: atomic_path's `.NAME.*.tmp` files and
+    unpublished checkpoint directories. A kill (SIGKILL, OOM) skips every `finally`, so nobody
+    else cleans them. Call only while holding the run lock: a live writer's files look the same."""
+    removed = 0
+    for tmp in run_dir.rglob(".*.tmp"):
+        if tmp.is_file() and "wandb" not in tmp.relative_to(run_dir).parts:
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    for parent in [run_dir, *run_dir.glob("round_*")]:
+        for d in parent.iterdir() if parent.is_dir() else ():
+            if d.is_dir() and d.name.startswith(LEFTOVER_DIRS):
+                shutil.rmtree(d, ignore_errors=True)
+                removed += 1
+    return removed
+
+
 class RunState:
     """state.json: {"completed": {"1": ["generate", ...]}, "finished": bool, ...}."""
 

@@ -145,3 +145,18 @@ def test_any_other_os_error_reaching_the_cli_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
     assert err.strip().startswith("rsft-gen: error: Is a directory: ") and "(IsADirectoryError)" in err
+
+
+def test_the_lock_holder_removes_what_a_killed_writer_left(tmp_path, capsys):
+    out = tmp_path / "run"
+    leftovers = [out / ".state.json.k1l2.tmp", out / "round_01" / ".scored.parquet.x9.tmp", out / "round_01" / ".model.ab12" / "w.bin"]
+    for f in leftovers:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("half")
+    kept = out / "wandb" / ".x.tmp"  # not ours
+    kept.parent.mkdir()
+    kept.write_text("w&b")
+    rc, err = run_cli(capsys, out, "rounds=0", "seed_sft.n=0", "eval.batch_size=4")
+    assert rc == 0, err
+    assert not any(f.exists() for f in leftovers) and not (out / "round_01" / ".model.ab12").exists()
+    assert kept.exists()
