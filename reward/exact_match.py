@@ -2,7 +2,12 @@
 
 Extraction modes (`extract=`): "strip" (the whole completion, whitespace
 stripped), "last_number", "boxed" (the last \\boxed{...}), "gsm8k" (after
-'####'), or "regex" with `pattern=` (its first group, else the whole match).
+'####'), "answer_tags" (the last <answer>...</answer>), "last_line" (the last
+non-empty line), or "regex" with `pattern=` (the last match's first group,
+else the whole match). The same rules define "the answer" for maj@k and dedup
+(eval.answer, rsft_gen/answers.py).
+Chat recipes pass completions as [{"role": "assistant", "content": text}];
+the text is read out of them.
 When both sides read as numbers they are compared as numbers ("41.0" == "41",
 "1,234" == "1234"); otherwise as stripped strings.
 
@@ -20,6 +25,10 @@ When both sides read as numbers they are compared as numbers ("41.0" == "41",
 [1.0]
 >>> exact_match(["q", "q"], ["no number", "12345678901234567891"], answer=["5", "12345678901234567890"], extract="last_number")
 [0.0, 0.0]
+>>> exact_match(["q"], ["<think>5? no</think><answer> 6 </answer>"], answer=["6"], extract="answer_tags")
+[1.0]
+>>> exact_match(["q"], [[{"role": "assistant", "content": "Let me see.\\n7 + 5 = 12\\n\\n12\\n"}]], answer=["12"], extract="last_line")
+[1.0]
 """
 
 from __future__ import annotations
@@ -61,6 +70,14 @@ def _last_boxed(text: str) -> str | None:
     return None
 
 
+_ANSWER_TAGS = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def text_of(item) -> str:
+    """A completion or prompt as text: a plain string, or TRL's conversational form (the last message's content)."""
+    return item if isinstance(item, str) else str(item[-1]["content"])
+
+
 def extract_answer(text: str, extract: str = "strip", pattern: str | None = None) -> str | None:
     """The answer part of a completion (numbers normalised), or None when there is none."""
     if extract == "strip":
@@ -72,20 +89,26 @@ def extract_answer(text: str, extract: str = "strip", pattern: str | None = None
         got = _last_boxed(text)
     elif extract == "gsm8k":
         got = text.split("####")[-1].strip().split("\n")[0] if "####" in text else None
+    elif extract == "answer_tags":
+        tags = _ANSWER_TAGS.findall(text)
+        got = tags[-1].strip() if tags else None
+    elif extract == "last_line":
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        got = lines[-1] if lines else None
     elif extract == "regex":
         if not pattern:
             raise ValueError("extract='regex' needs pattern=...")
         m = re.findall(pattern, text)
         got = (m[-1][0] if isinstance(m[-1], tuple) else m[-1]) if m else None
     else:
-        raise ValueError(f"unknown extract mode '{extract}'; use strip, last_number, boxed, gsm8k or regex")
+        raise ValueError(f"unknown extract mode '{extract}'; use strip, last_number, boxed, gsm8k, answer_tags, last_line or regex")
     return None if got is None else _normalise_number(got)
 
 
-def exact_match(prompts, completions, answer, extract: str = "strip", pattern: str | None = None, **_) -> list[float]:
+def exact_match(prompts, completions, answer, extract: str = "strip", pattern: str | None = None) -> list[float]:
     """1.0 if the extracted answer equals the gold answer (numbers compared as numbers), else 0.0."""
     out = []
     for completion, gold in zip(completions, answer):
-        got = extract_answer(completion, extract, pattern)
+        got = extract_answer(text_of(completion), extract, pattern)
         out.append(1.0 if got is not None and got == _normalise_number(str(gold)) else 0.0)
     return out

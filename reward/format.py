@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import re
 
+from reward.exact_match import text_of
+
 
 def _tag_ok(text: str, tag: str) -> tuple[bool, int]:
     opens = [m.start() for m in re.finditer(f"<{re.escape(tag)}>", text)]
@@ -26,13 +28,13 @@ def _tag_ok(text: str, tag: str) -> tuple[bool, int]:
 
 
 def format_reward(prompts, completions, pattern: str | None = None, tags: list[str] | None = None,
-                  full: bool = True, partial: bool = False, **_) -> list[float]:
+                  full: bool = True, partial: bool = False) -> list[float]:
     """Regex and/or tag checks; 1.0 when all pass (or the fraction of tags with partial=True)."""
     if pattern is None and not tags:
         raise ValueError("the 'format' reward needs pattern= and/or tags=")
     regex = re.compile(pattern, re.DOTALL) if pattern is not None else None
     out = []
-    for text in completions:
+    for text in map(text_of, completions):
         if regex is not None and not (regex.fullmatch(text.strip()) if full else regex.search(text)):
             out.append(0.0)
             continue

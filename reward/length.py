@@ -12,15 +12,17 @@ next to a correctness reward to prefer shorter accepted solutions, e.g.
 
 from __future__ import annotations
 
+from reward.exact_match import text_of
 
-def length(prompts, completions, target: int = 512, max_length: int = 2048, unit: str = "chars", **_) -> list[float]:
+
+def length(prompts, completions, target: int = 512, max_length: int = 2048, unit: str = "chars") -> list[float]:
     """0.0 for length <= target, then linear down to -1.0 at max_length (and beyond)."""
     if max_length <= target:
         raise ValueError(f"length: max_length ({max_length}) must be larger than target ({target})")
     if unit not in ("chars", "words"):
         raise ValueError(f"length: unit is '{unit}'; use chars or words")
     out = []
-    for text in completions:
+    for text in map(text_of, completions):
         n = len(text) if unit == "chars" else len(text.split())
         out.append(0.0 - min(1.0, max(0.0, (n - target) / (max_length - target))))  # 0.0 - : no -0.0
     return out

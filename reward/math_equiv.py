@@ -18,6 +18,8 @@ from __future__ import annotations
 import threading
 from functools import lru_cache
 
+from reward.exact_match import text_of
+
 
 def _timeout() -> int | None:
     # math-verify's timeouts use SIGALRM, which only the main thread can set.
@@ -33,7 +35,7 @@ def _parse_gold(gold: str):
     return parsed or parse(gold, parsing_timeout=_timeout())
 
 
-def math_equiv(prompts, completions, answer, float_rounding: int = 6, **_) -> list[float]:
+def math_equiv(prompts, completions, answer, float_rounding: int = 6) -> list[float]:
     """1.0 if math-verify finds the completion's answer equal to the gold answer, else 0.0."""
     try:
         from math_verify import parse, verify
@@ -42,7 +44,7 @@ def math_equiv(prompts, completions, answer, float_rounding: int = 6, **_) -> li
     out = []
     for completion, gold in zip(completions, answer):
         gold_parsed = _parse_gold(str(gold))
-        pred = parse(completion, parsing_timeout=_timeout())
+        pred = parse(text_of(completion), parsing_timeout=_timeout())
         ok = bool(gold_parsed) and bool(pred) and verify(gold_parsed, pred, float_rounding=float_rounding, timeout_seconds=_timeout())
         out.append(1.0 if ok else 0.0)
     return out

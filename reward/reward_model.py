@@ -31,6 +31,8 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
+from reward.exact_match import text_of
+
 log = logging.getLogger(__name__)
 
 
@@ -50,21 +52,24 @@ def _load(model: str, device: str, dtype: str):
 
 
 def _encode(tok, prompts, completions, input: str, max_length: int):
+    if input == "chat":  # a conversational prompt keeps its messages (system included)
+        texts = [tok.apply_chat_template((p if not isinstance(p, str) else [{"role": "user", "content": p}])
+                                         + [{"role": "assistant", "content": text_of(c)}], tokenize=False)
+                 for p, c in zip(prompts, completions)]
+        return tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    prompts, completions = [text_of(p) for p in prompts], [text_of(c) for c in completions]
     if input == "pair":
         return tok(prompts, completions, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     if input == "concat":
         texts = [p + c for p, c in zip(prompts, completions)]
-    elif input == "chat":
-        texts = [tok.apply_chat_template([{"role": "user", "content": p}, {"role": "assistant", "content": c}], tokenize=False)
-                 for p, c in zip(prompts, completions)]
     else:
         raise ValueError(f"reward_model: input is '{input}'; use pair, concat or chat")
     return tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
 
 
 def reward_model(prompts, completions, model: str, batch_size: int = 16, max_length: int = 1024, label: int | None = None,
-                 output: str = "logit", input: str = "pair", device: str | None = None, dtype: str = "float32",
-                 **_) -> list[float]:
+                 output: str = "logit", input: str = "pair", device: str | None = None,
+                 dtype: str = "float32") -> list[float]:
     """One score per completion from a sequence-classification model."""
     import torch
 
@@ -72,7 +77,7 @@ def reward_model(prompts, completions, model: str, batch_size: int = 16, max_len
     tok, net = _load(str(model), device, dtype)
     if label is None:
         label = 0 if net.config.num_labels == 1 else 1
-    order = sorted(range(len(completions)), key=lambda i: len(prompts[i]) + len(completions[i]))
+    order = sorted(range(len(completions)), key=lambda i: len(text_of(prompts[i])) + len(text_of(completions[i])))
     scores = [0.0] * len(completions)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):

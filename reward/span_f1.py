@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import re
 
+from reward.exact_match import text_of
+
 
 def _items(value, sep: str, pattern: str | None) -> set[str]:
     if isinstance(value, str):
@@ -36,12 +38,12 @@ def _items(value, sep: str, pattern: str | None) -> set[str]:
 
 def span_f1(prompts, completions, column: str = "answer", sep: str = r"[\n,;]", pattern: str | None = None,
             **columns) -> list[float]:
-    """Set F1 of predicted vs gold items, in [0, 1]."""
+    """Set F1 of predicted vs gold items, in [0, 1]. (**columns: prompt-set columns only; see rsft_gen/reward_call.py)"""
     if column not in columns:
         raise KeyError(f"span_f1: no column '{column}' in the prompt set (have: {', '.join(sorted(columns))})")
     out = []
     for completion, gold in zip(completions, columns[column]):
-        pred = _items(completion, sep, pattern)
+        pred = _items(text_of(completion), sep, pattern)
         gold = _items(gold, sep, None)  # gold strings are split on sep, never by pattern
         if not pred and not gold:
             out.append(1.0)

@@ -110,6 +110,9 @@ class RewardSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     on_error: str = "raise"  # raise | zero | skip
     executor: str = "local"  # local | ray: score chunks of the candidates as Ray tasks (CPU-heavy rewards, e.g. code_exec)
+    # true: `name` builds the reward: it is called once with `kwargs` and what it returns is the reward function
+    # (e.g. trl.rewards:get_soft_overlong_punishment with {max_completion_len: 512, soft_punish_cache: 64})
+    factory: bool = False
 
 
 @dataclass
@@ -162,11 +165,31 @@ class TrainConfig:
 
 
 @dataclass
+class CorrectConfig:
+    # What "correct" means for eval accuracy, pass@k, maj@k and select.difficulty_filter (rsft_gen/answers.py):
+    # the reward `reward` (a name in `rewards`, "name#2" for its second entry; None: the first reward) >= threshold.
+    reward: Optional[str] = None
+    threshold: float = 1.0
+
+
+@dataclass
+class AnswerConfig:
+    # What "the answer" of a completion is, for maj@k and select.dedup_key: answer (rsft_gen/answers.py):
+    # strip | last_number | boxed | gsm8k | answer_tags | last_line | regex (with pattern) | none (no answer: no maj@k)
+    # | auto: the extraction of the first reward that extracts answers (exact_match, majority_vote, reasoning_gym,
+    # or any reward whose kwargs set `extract`), else none.
+    extract: str = "auto"
+    pattern: Optional[str] = None  # extract: regex; the last match's first group (else the whole match)
+
+
+@dataclass
 class EvalConfig:
     n: int = 1  # samples per prompt for pass@k / maj@k (1: greedy only)
     k: list[int] = field(default_factory=lambda: [1])
     temperature: float = 1.0
     batch_size: int = 512
+    correct: CorrectConfig = field(default_factory=CorrectConfig)
+    answer: AnswerConfig = field(default_factory=AnswerConfig)
 
 
 @dataclass
@@ -334,6 +357,10 @@ def validate(r: Recipe) -> None:
         bad("data.train_prompts", f"is {r.data.train_prompts}; it must be positive.")
     if r.eval.n <= 0 or any(k <= 0 or k > r.eval.n for k in r.eval.k):
         bad("eval.k", f"is {list(r.eval.k)}; each k must be in 1..eval.n ({r.eval.n}).")
+    from rsft_gen.answers import check  # what "correct" and "the answer" mean; imports this module
+
+    for key, msg in check(r):
+        bad(key, msg)
 
 
 def to_yaml(r: Recipe) -> str:

@@ -5,9 +5,9 @@
     metrics, greedy, where = evaluate_checkpoint("runs/addition_tiny", round_idx=2)  # `rsft-gen eval`
 
 Greedy accuracy (pass@1 at temperature 0) always; with eval.n > 1 samples per
-prompt, also pass@k and maj@k (see rsft_gen.metrics). A prompt counts as
-solved when the recipe's first reward gives it at least 1.0 (exact_match: the
-answer is right).
+prompt, also pass@k and maj@k (see rsft_gen.metrics). A sample is correct by
+eval.correct (default: the first reward >= 1.0) and maj@k votes on eval.answer
+(not reported without one); both are defined in rsft_gen/answers.py.
 """
 
 from __future__ import annotations
@@ -18,33 +18,36 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rsft_gen.answers import answer_rule, correct_rule
 from rsft_gen.config import Recipe
 from rsft_gen.generate import Generator, SamplingSettings, candidates_frame
-from rsft_gen.rewards import score
+from rsft_gen.reward_call import RoundState
 
 
-def correctness(cands: pd.DataFrame, recipe: Recipe) -> np.ndarray:
-    scored, _ = score(cands, recipe.rewards[:1])
-    return np.nan_to_num(scored["reward"].to_numpy(dtype=float), nan=0.0) >= 1.0
+def correctness(cands: pd.DataFrame, recipe: Recipe, round_idx: int = 0) -> np.ndarray:
+    """eval.correct for each candidate (scored by the one reward that decides)."""
+    return correct_rule(recipe).judge(cands, RoundState(round_idx, recipe.rounds, "eval"))
 
 
-def evaluate(generator: Generator, prompts: pd.DataFrame, recipe: Recipe, seed: int) -> tuple[dict, pd.DataFrame]:
+def evaluate(generator: Generator, prompts: pd.DataFrame, recipe: Recipe, seed: int, round_idx: int = 0) -> tuple[dict, pd.DataFrame]:
     """Returns (metrics, the greedy completions with a `correct` column)."""
     g = recipe.generate
     greedy = SamplingSettings(n=1, temperature=0.0, max_new_tokens=g.max_new_tokens, seed=seed)
     cands = candidates_frame(generator.generate(prompts.prompt_id.tolist(), prompts.prompt.tolist(), greedy), prompts)
-    cands["correct"] = correctness(cands, recipe)
+    cands["correct"] = correctness(cands, recipe, round_idx)
     metrics = {"eval/accuracy": float(cands["correct"].mean()), "eval/prompts": len(prompts)}
     if recipe.eval.n > 1:
-        from rsft_gen.metrics import answer_extraction, sampled_metrics
+        from rsft_gen.metrics import sampled_metrics
 
         sampling = SamplingSettings(
             n=recipe.eval.n, temperature=recipe.eval.temperature, top_p=g.top_p, top_k=g.top_k, max_new_tokens=g.max_new_tokens, seed=seed,
             log_q=False,  # pass@k and maj@k do not use it
         )
         samples = candidates_frame(generator.generate(prompts.prompt_id.tolist(), prompts.prompt.tolist(), sampling), prompts)
-        samples["correct"] = correctness(samples, recipe)
-        metrics.update(sampled_metrics(samples, recipe.eval.k, seed=seed, **answer_extraction(recipe)))
+        samples["correct"] = correctness(samples, recipe, round_idx)
+        answer = answer_rule(recipe)
+        metrics.update(sampled_metrics(samples, recipe.eval.k, seed=seed, extract=answer and answer.extract,
+                                       pattern=answer and answer.pattern))
     return metrics, cands
 
 
@@ -86,7 +89,7 @@ def evaluate_checkpoint(target: str | Path, round_idx: int | None = None, overri
         prompts = render_frame(prompts, recipe.model, str(model))  # the chat template, as the loop applies it
         generator = make_generator(recipe.generate, model, run_setup.pick_device(recipe.device))
         try:
-            metrics, greedy = evaluate(generator, prompts, recipe, seed=recipe.seed)
+            metrics, greedy = evaluate(generator, prompts, recipe, seed=recipe.seed, round_idx=round_idx)
         finally:
             generator.close()
     return metrics, greedy, {"model": str(model), "round": round_idx, "run_dir": str(run_dir) if run_dir else None}

@@ -233,10 +233,10 @@ class RayShardPool:
 
 # --- rewards: executor: ray ------------------------------------------------------------------------------------
 
-def _score_chunk(name: str, prompts: list, completions: list, columns: dict, kwargs: dict) -> list:
-    from rsft_gen.rewards import load
+def _score_chunk(name, prompts: list, completions: list, columns: dict, kwargs: dict) -> tuple:
+    from rsft_gen.rewards import call_chunk  # by keyword, as TRL calls rewards; returns (values, what it logged)
 
-    return list(load(name)(prompts, completions, **columns, **kwargs))
+    return call_chunk(name, {"prompts": prompts, "completions": completions, **columns, **kwargs})
 
 
 @functools.cache
@@ -260,11 +260,11 @@ def chunk_bounds(n: int, size: int, group_ids: list | None = None) -> list[tuple
     return bounds
 
 
-def remote_reward(fn: Callable, name: str, chunk_size: int | None = None) -> Callable:
+def remote_reward(fn: Callable, name, chunk_size: int | None = None) -> Callable:
     """`fn` run over the Ray cluster: contiguous chunks of the batch as tasks, values concatenated in order.
 
-    The task loads the reward by its recipe name (built-in, entry point or module:function), so it
-    must be importable on every node. A reward with a `workers` parameter (code_exec) gets
+    The task loads the reward by its recipe name or RewardSpec (built-in, entry point or module:function;
+    a factory spec is built there), so it must be importable on every node. A reward with a `workers` parameter (code_exec) gets
     workers=1 per task unless the recipe sets it: Ray already runs one task per CPU.
     """
     one_worker = "workers" in inspect.signature(fn).parameters
@@ -285,9 +285,11 @@ def remote_reward(fn: Callable, name: str, chunk_size: int | None = None) -> Cal
         values: list = []
         for ref in refs:
             try:
-                values.extend(ray.get(ref))
+                chunk, logged = ray.get(ref)
             except ray.exceptions.RayTaskError as e:  # the reward's own exception, so its error policy applies as local
                 raise e.cause if isinstance(e.cause, BaseException) else e
+            values.extend(chunk)
+            logged.replay(kwargs)  # its log_metric / log_extra calls, made on the worker, reach the caller's hooks
         return values
 
     return wrapper

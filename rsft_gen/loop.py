@@ -27,11 +27,13 @@ import pandas as pd
 from rsft_gen import faults, run_lock, run_setup
 from rsft_gen.accept import decide, sampler_truncation, selection_exactness
 from rsft_gen.accept_rules import get_rule
+from rsft_gen.answers import answer_rule, correct_rule
 from rsft_gen.config import Recipe, RecipeError, RewardSpec
 from rsft_gen.data import TaskData
 from rsft_gen.evaluate import evaluate
 from rsft_gen.generate import make_generator
 from rsft_gen.rewards import load as load_reward
+from rsft_gen.reward_call import RoundState
 from rsft_gen.rewards import score
 from rsft_gen.prompts import render_task
 from rsft_gen.select import select
@@ -97,7 +99,8 @@ def run_round(ctx: RunContext, r: int) -> dict:
 
     if not state.done(r, "reward"):
         with ctx.phase(r, "reward") as m:
-            scored, counts = score(pd.read_parquet(rd / "candidates.parquet"), with_model_path(recipe.rewards, ctx.model_of(r - 1)))
+            scored, counts = score(pd.read_parquet(rd / "candidates.parquet"), with_model_path(recipe.rewards, ctx.model_of(r - 1)),
+                                   RoundState(r, recipe.rounds, "reward"))  # counts: errors, no-opinion, what rewards logged
             write_parquet(rd / "scored.parquet", scored)
             m.update(counts)
             m["reward/mean"] = float(scored.reward.mean())
@@ -108,7 +111,8 @@ def run_round(ctx: RunContext, r: int) -> dict:
                 ctx.generators.release()  # e.g. a target model needs the memory an engine may hold
             decided, accept_metrics = decide(pd.read_parquet(rd / "scored.parquet"), recipe.accept, seed=recipe.seed * 1000 + r,
                                              device=ctx.device, truncation=sampler_truncation(recipe.generate))
-            sft, select_metrics = select(decided, recipe.select, ctx.data.seed_sft, seed=recipe.seed * 1000 + r)
+            sft, select_metrics = select(decided, recipe.select, ctx.data.seed_sft, seed=recipe.seed * 1000 + r,
+                                         correct=correct_rule(recipe), answer=answer_rule(recipe))
             write_parquet(rd / "scored.parquet", decided)
             write_parquet(rd / "accepted.parquet", sft)
             m.update(accept_metrics | select_metrics | selection_exactness(recipe.select, accept_metrics))
@@ -166,7 +170,7 @@ def with_model_path(specs: list[RewardSpec], model_path: str) -> list[RewardSpec
             params = inspect.signature(load_reward(spec)).parameters
         except (TypeError, ValueError):  # a callable without a signature: give it nothing extra
             params = {}
-        wants = "model_path" in params and "model_path" not in spec.kwargs
+        wants = "model_path" in params and "model_path" not in spec.kwargs and not spec.factory
         out.append(replace(spec, kwargs={**spec.kwargs, "model_path": model_path}) if wants else spec)
     return out
 
@@ -183,7 +187,7 @@ def handle_empty_round(ctx: RunContext, r: int) -> None:
 
 def evaluate_round(ctx: RunContext, r: int) -> dict:
     gen = ctx.generators.get(ctx.model_of(r))
-    metrics, greedy = evaluate(gen, ctx.data.eval, ctx.recipe, seed=ctx.recipe.seed)
+    metrics, greedy = evaluate(gen, ctx.data.eval, ctx.recipe, seed=ctx.recipe.seed, round_idx=r)
     write_parquet(round_dir(ctx.run_dir, r) / "eval_samples.parquet", greedy)
     write_json(round_dir(ctx.run_dir, r) / "eval.json", metrics)
     return metrics

@@ -11,7 +11,9 @@ written as a product so it never forms the huge binomials.
 
 maj@k takes the first k samples of a prompt (samples are i.i.d., so any k of
 them are a random k), votes on their extracted answers, and scores the winning
-answer; a tie is broken by a seeded draw among the tied answers.
+answer; a tie is broken by a seeded draw among the tied answers. It needs an
+answer (eval.answer, rsft_gen/answers.py): with none it is not reported, since
+votes on whole chain-of-thought texts, almost all distinct, are pass@1 in disguise.
 """
 
 from __future__ import annotations
@@ -70,12 +72,13 @@ def maj_at_k(answers: list[str | None], correct: list[bool], k: int, rng: np.ran
     return float(bool(correct[answers.index(winner)]))
 
 
-def sampled_metrics(samples: pd.DataFrame, ks: list[int], seed: int, extract: str = "strip", pattern: str | None = None) -> dict:
+def sampled_metrics(samples: pd.DataFrame, ks: list[int], seed: int, extract: str | None = "strip", pattern: str | None = None) -> dict:
     """eval/pass@k and eval/maj@k, averaged over prompts.
 
     `samples` has one row per sample: prompt_id, sample_index (optional; order
     of sampling), completion and correct (bool). `extract`/`pattern` choose how
-    answers are pulled from completions for the vote (see reward.exact_match).
+    answers are pulled from completions for the vote (see reward.exact_match);
+    extract None: no answer, so no maj@k.
     """
     rng = np.random.default_rng(seed)
     order = ["prompt_id", "sample_index"] if "sample_index" in samples.columns else ["prompt_id"]
@@ -84,24 +87,17 @@ def sampled_metrics(samples: pd.DataFrame, ks: list[int], seed: int, extract: st
     majs: dict[int, list[float]] = {k: [] for k in ks}
     for _, group in samples.groupby("prompt_id", sort=True):
         correct = group["correct"].astype(bool).tolist()
-        answers = [extract_answer(str(t), extract, pattern) for t in group["completion"]]
+        answers = [extract_answer(str(t), extract, pattern) for t in group["completion"]] if extract else []
         n, c = len(correct), sum(correct)
         for k in ks:
             if k > n:
                 raise ValueError(f"eval: k={k} but prompt {group['prompt_id'].iloc[0]} has only {n} samples; set every eval.k <= eval.n.")
             passes[k].append(pass_at_k(n, c, k))
-            majs[k].append(maj_at_k(answers, correct, k, rng))
+            if extract:
+                majs[k].append(maj_at_k(answers, correct, k, rng))
     out = {}
     for k in ks:
         out[f"eval/pass@{k}"] = float(np.mean(passes[k])) if passes[k] else float("nan")
-        out[f"eval/maj@{k}"] = float(np.mean(majs[k])) if majs[k] else float("nan")
+        if extract:
+            out[f"eval/maj@{k}"] = float(np.mean(majs[k])) if majs[k] else float("nan")
     return out
-
-
-def answer_extraction(recipe) -> dict:
-    """How to extract answers for maj@k: the first exact_match reward's extract/pattern, else whole text."""
-    for spec in recipe.rewards:
-        if spec.name == "exact_match":
-            kw = dict(spec.kwargs)
-            return {"extract": kw.get("extract", "strip"), "pattern": kw.get("pattern")}
-    return {"extract": "strip", "pattern": None}

@@ -12,15 +12,29 @@ BOS: templates such as Llama 3's write the BOS token into the text, and both
 the HF generator and TRL's SFT tokenization (`tokenizer(text)`) add one again
 when the tokenizer adds special tokens; we drop the text's BOS in that case so
 every path sees exactly one.
+
+Rewards get the prompt as TRL's conversational form, the message list before
+rendering: render_task keeps it, as JSON, in the column `prompt_messages`
+(absent without the chat template, where rewards get the prompt text).
 """
 
 from __future__ import annotations
+
+import json
+from dataclasses import replace
 
 import pandas as pd
 from transformers import AutoTokenizer
 
 from rsft_gen.config import ModelConfig, RecipeError
 from rsft_gen.data import TaskData
+
+MESSAGES = "prompt_messages"  # column: the unrendered [system?, user] messages, as JSON
+
+
+def chat_messages(prompt: str, system_prompt: str | None) -> list[dict]:
+    """The messages a prompt is rendered from: [system?, user]."""
+    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": prompt}]
 
 
 def chat_renderer(tokenizer, system_prompt: str | None):
@@ -34,8 +48,7 @@ def chat_renderer(tokenizer, system_prompt: str | None):
     adds_bos = bos is not None and tokenizer("a").input_ids[:1] == [tokenizer.bos_token_id]
 
     def render(prompt: str) -> str:
-        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": prompt}]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(chat_messages(prompt, system_prompt), tokenize=False, add_generation_prompt=True)
         if adds_bos and text.startswith(bos):
             text = text[len(bos) :]
         return text
@@ -43,8 +56,11 @@ def chat_renderer(tokenizer, system_prompt: str | None):
     return render
 
 
-def render_prompts(df: pd.DataFrame, render) -> pd.DataFrame:
-    return df.assign(prompt=[render(p) for p in df.prompt]) if len(df) else df
+def render_prompts(df: pd.DataFrame, render, system_prompt: str | None = None) -> pd.DataFrame:
+    if not len(df):
+        return df
+    messages = [json.dumps(chat_messages(p, system_prompt)) for p in df.prompt]
+    return df.assign(prompt=[render(p) for p in df.prompt], **{MESSAGES: messages})
 
 
 def render_frame(df: pd.DataFrame, cfg: ModelConfig, model_dir: str) -> pd.DataFrame:
@@ -59,4 +75,4 @@ def render_task(task: TaskData, cfg: ModelConfig, model_dir: str) -> TaskData:
             raise RecipeError("recipe key 'model.system_prompt' is set but model.chat_template is false; a system prompt needs the chat template.")
         return task
     render = chat_renderer(AutoTokenizer.from_pretrained(model_dir), cfg.system_prompt)
-    return TaskData(train=render_prompts(task.train, render), eval=render_prompts(task.eval, render), seed_sft=render_prompts(task.seed_sft, render))
+    return replace(task, **{name: render_prompts(getattr(task, name), render, cfg.system_prompt) for name in ("train", "eval", "seed_sft")})

@@ -1,13 +1,20 @@
 """Finding reward functions and scoring candidates with them.
 
-    from rsft_gen.rewards import load
+    from rsft_gen.rewards import load, score
     fn = load("exact_match")                 # built-in
     fn = load("my_pkg.rewards:brevity")      # any importable function
     # or an entry point in the group "rsft_gen.rewards" of any installed package
+    fn = load(spec)                          # a RewardSpec: its kwargs checked, a factory built
+    scored, counts = score(candidates, recipe.rewards)
 
-Contract (TRL's): fn(prompts, completions, **columns) -> list[float | None];
-every prompt-set column arrives as a keyword argument, plus `group_ids`, and the
-recipe's `kwargs` for that reward. None means no opinion.
+Contract (TRL's GRPOTrainer, see rsft_gen/reward_call.py): every argument by
+keyword, fn(prompts=, completions=, completion_ids=, <each prompt-set column>=,
+group_ids=, <the recipe's kwargs>, trainer_state= / log_extra= / log_metric=
+where named) -> list[float | None]; None means no opinion. What a reward logs
+goes under its name: log_metric(name, value) to `reward/<reward>/<name>` in the
+round's metrics (metrics.jsonl, W&B; the mean when logged several times),
+log_extra(column, values) to the column `reward/<reward>/<column>` of
+scored.parquet and the W&B samples table.
 
 Errors: a wrong output (wrong length, a value that is not a finite float or
 None) or an exception stops the run with a RewardError naming the reward and
@@ -25,7 +32,8 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Callable
 
@@ -33,11 +41,10 @@ import numpy as np
 import pandas as pd
 
 from rsft_gen.config import RecipeError, RewardSpec
+from rsft_gen.reward_call import Batch, RoundState, Signature, arguments, build, check_call, check_kwargs, one_sample
 
 log = logging.getLogger(__name__)
 GROUP = "rsft_gen.rewards"
-# Columns the loop adds that are not prompt-set columns; rewards don't get them.
-_INTERNAL = {"prompt_id", "sample_index", "prompt", "completion", "token_ids", "num_tokens", "log_q", "finish_reason"}
 
 
 class RewardError(RuntimeError):
@@ -91,27 +98,46 @@ def available() -> tuple[list[FoundReward], dict[str, str]]:
     return found, broken
 
 
-def load(spec: str | RewardSpec) -> Callable:
-    """The reward callable for a built-in name, an entry-point name, or 'module:function'."""
-    name = spec.name if isinstance(spec, RewardSpec) else spec
+def _find(name: str) -> tuple[Callable, str]:
+    """(callable, where it came from) for a built-in name, an entry-point name, or 'module:function'."""
     from reward import BUILTIN
 
     if name in BUILTIN:
-        return _import_target(BUILTIN[name])
+        return _import_target(BUILTIN[name]), BUILTIN[name]
     for ep in entry_points(group=GROUP, name=name):
         try:
-            return ep.load()
+            return ep.load(), ep.value
         except Exception as e:
             raise RecipeError(f"reward '{name}': its entry point '{ep.value}' failed to import: {type(e).__name__}: {e}") from None
     if ":" in name:
         try:
-            return _import_target(name)
+            return _import_target(name), name
         except (ImportError, AttributeError) as e:
             raise RecipeError(f"reward '{name}' could not be imported ({type(e).__name__}: {e}); check the module is installed and the function name.") from None
-    from reward import BUILTIN
-
     names = sorted(set(BUILTIN) | {ep.name for ep in entry_points(group=GROUP)})
     raise RecipeError(f"reward '{name}' not found; available: {', '.join(names)}; or give 'package.module:function'.")
+
+
+def load(spec: str | RewardSpec) -> Callable:
+    """The reward callable for a built-in name, an entry-point name, or 'module:function'.
+
+    Given a RewardSpec (the loop checks every one before generating): with
+    `factory: true` the reward is what the named function returns for the
+    spec's kwargs; otherwise each kwarg must be a parameter of the function
+    (RecipeError with a did-you-mean), unless it takes **kwargs.
+    """
+    if not isinstance(spec, RewardSpec):
+        return _find(spec)[0]
+    fn, target = _find(spec.name)
+    if spec.factory:
+        fn = build(fn, spec, target)
+    check_kwargs(fn, Signature.of(fn), RewardSpec(name=spec.name) if spec.factory else spec, target)
+    return fn
+
+
+def recipe_kwargs(spec: RewardSpec) -> dict:
+    """The kwargs a reward is called with: the spec's, except a factory's (they built it)."""
+    return {} if spec.factory else dict(spec.kwargs)
 
 
 def _bad_value(v) -> bool:
@@ -126,30 +152,64 @@ def _where(df: pd.DataFrame, i: int) -> str:
     return f"sample {i}" + (f" ({', '.join(extra)})" if extra else "")
 
 
-def _first_failing(fn: Callable, prompts, completions, columns: dict, kwargs: dict, limit: int = 200) -> int | None:
+@dataclass
+class Logged:
+    """What one reward logs through TRL's hooks during one score() call."""
+
+    metrics: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    extras: dict[str, list] = field(default_factory=lambda: defaultdict(list))
+
+    def log_metric(self, name: str, value: float) -> None:
+        self.metrics[name].append(float(value))
+
+    def log_extra(self, column: str, values: list) -> None:
+        self.extras[column].extend(list(values))
+
+    def hooks(self, state: RoundState | None) -> dict:
+        return {"trainer_state": state, "log_extra": self.log_extra, "log_metric": self.log_metric}
+
+    def replay(self, hooks: dict) -> None:
+        """Send what was logged (on a Ray worker) to the caller's own hooks."""
+        for name, values in self.metrics.items():
+            for v in values:
+                if hooks.get("log_metric"):
+                    hooks["log_metric"](name, v)
+        for column, values in self.extras.items():
+            if hooks.get("log_extra"):
+                hooks["log_extra"](column, values)
+
+
+def call_chunk(spec: str | RewardSpec, available: dict) -> tuple[list, Logged]:
+    """Run a reward on one chunk on a Ray worker (rsft_gen.executor_ray): its own hooks record what it logs,
+    and the caller replays them. `available` holds every argument the head offered."""
+    fn = load(spec)
+    logged = Logged()
+    own = {k: v for k, v in available.items() if k not in ("log_extra", "log_metric")}
+    values = fn(**arguments(Signature.of(fn), own | {"log_extra": logged.log_extra, "log_metric": logged.log_metric}))
+    return list(values), logged
+
+
+def _first_failing(fn: Callable, args: dict, per_sample: set[str], n: int, limit: int = 200) -> int | None:
     """After a batch call raised: the first sample that raises when scored alone (None if none of the first `limit`)."""
-    for i in range(min(limit, len(completions))):
+    quiet = {h: (lambda *a: None) for h in ("log_extra", "log_metric") if h in args}  # these calls log nothing
+    for i in range(min(limit, n)):
         try:
-            fn(prompts[i:i + 1], completions[i:i + 1], **{k: v[i:i + 1] for k, v in columns.items()}, **kwargs)
+            fn(**one_sample(args, per_sample, i) | quiet)
         except Exception:
             return i
     return None
 
 
-def _call(spec: RewardSpec, fn: Callable, df: pd.DataFrame, prompts, completions, columns) -> tuple[list[float | None], int]:
+def _call(spec: RewardSpec, fn: Callable, args: dict, per_sample: set[str], df: pd.DataFrame) -> tuple[list[float | None], int]:
     """Run one reward over all candidates and apply its on_error policy; returns (values, errors)."""
-    kwargs = _plain(spec.kwargs)
-    clash = sorted(set(kwargs) & set(columns))
-    if clash:
-        raise RecipeError(f"reward '{spec.name}': kwargs {clash} have the same names as prompt-set columns; rename them.")
-    n = len(completions)
+    n = len(df)
     tolerate = "(set on_error: zero or skip in the recipe to tolerate this)"
     try:
-        values = fn(prompts, completions, **columns, **kwargs)
+        values = fn(**args)
     except Exception as e:
         if spec.on_error == "raise":
             # The call is batched, so "which sample" means: the first that also raises on its own.
-            i = _first_failing(fn, prompts, completions, columns, kwargs)
+            i = _first_failing(fn, args, per_sample, n)
             where = f"; {_where(df, i)} raises on its own" if i is not None else \
                 "; no single sample among the first 200 raises on its own (the failure needs the batch)"
             raise RewardError(f"reward '{spec.name}' raised {type(e).__name__}: {e}{where} {tolerate}.") from e
@@ -175,45 +235,51 @@ def _call(spec: RewardSpec, fn: Callable, df: pd.DataFrame, prompts, completions
     return [fill if i in bad_set else (None if v is None else float(v)) for i, v in enumerate(values)], len(bad)
 
 
-def _plain(kwargs) -> dict:
-    try:
-        from omegaconf import DictConfig, OmegaConf
+def _record(logged: Logged, col_name: str, df: pd.DataFrame, counts: dict) -> None:
+    """A reward's log_metric values into counts, its log_extra columns into the frame, both under its name."""
+    for name, values in logged.metrics.items():
+        counts[f"{col_name}/{name}"] = float(np.mean(values))
+    for column, values in logged.extras.items():
+        if len(values) != len(df):
+            log.warning("%s: log_extra('%s') got %d values for %d samples; not kept", col_name, column, len(values), len(df))
+            continue
+        df[f"{col_name}/{column}"] = values
 
-        if isinstance(kwargs, DictConfig):
-            return OmegaConf.to_container(kwargs, resolve=True)
-    except ImportError:
-        pass
-    return dict(kwargs or {})
 
-
-def score(cands: pd.DataFrame, specs: list[RewardSpec]) -> tuple[pd.DataFrame, dict]:
+def score(cands: pd.DataFrame, specs: list[RewardSpec], state: RoundState | None = None) -> tuple[pd.DataFrame, dict]:
     """Add `reward/<name>` columns and the weighted `reward`; returns (frame, counts).
 
     counts has, per reward, `reward/<name>/errors` (samples whose value was bad or
-    whose call failed, replaced per on_error) and `reward/<name>/none` (no opinion).
-    A sample none of the rewards has an opinion on gets reward NaN.
+    whose call failed, replaced per on_error), `reward/<name>/none` (no opinion)
+    and what it logged with log_metric. A sample none of the rewards has an
+    opinion on gets reward NaN. `state` is what rewards naming `trainer_state` get.
     """
     df = cands.copy()
-    prompts, completions = df["prompt"].tolist(), df["completion"].tolist()
-    columns = {c: df[c].tolist() for c in df.columns if c not in _INTERNAL}
-    columns["group_ids"] = df["prompt_id"].tolist() if "prompt_id" in df.columns else list(range(len(df)))
+    batch = Batch(cands)
     total = np.zeros(len(df))
     has_opinion = np.zeros(len(df), dtype=bool)
     counts: dict[str, float] = {}
     for spec in specs:
         fn = load(spec)
+        sig = Signature.of(fn)
+        offered, kwargs, logged = batch.offered(sig), recipe_kwargs(spec), Logged()
+        check_call(sig, arguments(sig, offered | kwargs), kwargs, offered, spec.name)
         if getattr(spec, "executor", "local") == "ray":  # chunks scored as Ray tasks, values in the same order
             from rsft_gen.executor_ray import remote_reward
 
-            fn = remote_reward(fn, spec.name)
+            # Everything goes to the wrapper; each chunk's task picks what the function takes (call_chunk).
+            fn, args = remote_reward(fn, spec), offered | kwargs | logged.hooks(state)
+        else:
+            args = arguments(sig, offered | kwargs | logged.hooks(state))
         col_name = f"reward/{spec.name}"
         k = 2
         while col_name in df.columns:  # the same reward twice (say, with different kwargs)
             col_name, k = f"reward/{spec.name}#{k}", k + 1
         start = time.perf_counter()
-        values, errors = _call(spec, fn, df, prompts, completions, columns)
+        values, errors = _call(spec, fn, args, set(offered), df)
         col = np.array([np.nan if v is None else v for v in values], dtype=float)
         df[col_name] = col
+        _record(logged, col_name, df, counts)
         opinion = ~np.isnan(col)
         total += np.where(opinion, spec.weight * np.nan_to_num(col), 0.0)
         has_opinion |= opinion

@@ -3,10 +3,11 @@
     from rsft_gen.select import select
     sft, metrics = select(decided, recipe.select, seed_data, seed=0)
 
-In order: optional difficulty filter (drop prompts whose candidates all pass
-or all fail), dedup of identical (prompt, key) pairs, a per-prompt cap
-(ReST-EM keeps at most 10 per problem), then optional mixing of the labelled
-seed data. The result has `prompt`, `completion`, `prompt_id`.
+In order: optional difficulty filter (drop prompts whose candidates are all
+correct or all wrong, by eval.correct; without a rule given, by `accepted`),
+dedup of identical (prompt, key) pairs (key "answer": eval.answer), a
+per-prompt cap (ReST-EM keeps at most 10 per problem), then optional mixing of
+the labelled seed data. The result has `prompt`, `completion`, `prompt_id`.
 """
 
 from __future__ import annotations
@@ -14,31 +15,35 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from rsft_gen.answers import AnswerRule, CorrectRule
 from rsft_gen.config import SelectConfig
 
 
-def _dedup_key(df: pd.DataFrame, key: str) -> pd.Series:
+def _dedup_key(df: pd.DataFrame, key: str, answer: AnswerRule | None) -> pd.Series:
     if key == "answer":  # dedup on the extracted answer, e.g. keep one solution per final answer
-        from reward.exact_match import extract_answer
-
-        return df["completion"].map(lambda c: extract_answer(c, "last_number") or c.strip())
+        if answer is None:
+            raise ValueError("select.dedup_key is 'answer' but the recipe defines no answer; set eval.answer.extract (e.g. last_number).")
+        return df["completion"].map(lambda c: answer.of(c) or c.strip())  # no answer: the text itself
     if key not in df.columns:
         raise ValueError(f"recipe key 'select.dedup_key' is '{key}', which is not a candidate column; use 'completion', 'answer' or one of {list(df.columns)}")
     return df[key].astype(str)
 
 
-def select(decided: pd.DataFrame, cfg: SelectConfig, seed_data: pd.DataFrame | None, seed: int) -> tuple[pd.DataFrame, dict]:
+def select(decided: pd.DataFrame, cfg: SelectConfig, seed_data: pd.DataFrame | None, seed: int,
+           correct: CorrectRule | None = None, answer: AnswerRule | None = None) -> tuple[pd.DataFrame, dict]:
+    """`correct` / `answer`: the recipe's eval.correct and eval.answer (rsft_gen.answers); the loop passes both."""
     df = decided
     metrics: dict[str, float] = {}
     if cfg.difficulty_filter:
-        passed = df.groupby("prompt_id")["accepted"].agg(["sum", "size"])
+        ok = correct.mask(df) if correct is not None else df["accepted"].to_numpy(dtype=bool)
+        passed = df.assign(_ok=ok).groupby("prompt_id")["_ok"].agg(["sum", "size"])
         informative = passed.index[(passed["sum"] > 0) & (passed["sum"] < passed["size"])]
         metrics["select/dropped_prompts_all_or_none"] = int(len(passed) - len(informative))
         df = df[df["prompt_id"].isin(informative)]
     acc = df[df["accepted"]].copy()
     n_accepted = len(acc)
     if cfg.dedup:
-        acc["_key"] = _dedup_key(acc, cfg.dedup_key).to_numpy()
+        acc["_key"] = _dedup_key(acc, cfg.dedup_key, answer).to_numpy()
         acc = acc.drop_duplicates(["prompt_id", "_key"]).drop(columns="_key")
     metrics["select/duplicates_removed"] = n_accepted - len(acc)
     if cfg.max_per_prompt is not None:
