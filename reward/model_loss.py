@@ -10,8 +10,9 @@ with a `model_path` parameter); outside the loop, pass it yourself:
 
     model_loss(["1+2="], ["3"], model_path="runs/x/round_01/model")   # -> [1.83...]
 
-A recipe for it (evaluation counts the FIRST reward as correctness, so keep a
-correctness reward first with weight 0):
+A recipe for it (evaluation counts the first reward as correctness unless
+eval.correct.reward names another, so keep a correctness reward first with
+weight 0; its own value decides, not its weighted sum):
 
     generate: {backend: dataset}
     rewards: [{name: exact_match, weight: 0.0}, {name: model_loss}]
