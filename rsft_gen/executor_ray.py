@@ -45,6 +45,8 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
+from tqdm.auto import tqdm
+
 from rsft_gen import faults
 from rsft_gen.config import Recipe, RecipeError
 from rsft_gen.shards import ShardJob, ShardStats, run_shard
@@ -68,6 +70,9 @@ def connect(address: str | None = None) -> bool:
     ray = _ray()
     if ray.is_initialized():  # e.g. the tests' local cluster, or the rewards after generation
         return False
+    # A cluster started here runs its workers at this process's priority, as the local executor would;
+    # Ray's default (+15) makes them yield to everything else on a shared machine. Attaching changes nothing.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(address=address, log_to_driver=True)
     res = ray.cluster_resources()
     log.info("ray: %s, %d nodes, %.0f CPUs, %.0f GPUs", address or "auto", len([n for n in ray.nodes() if n.get("Alive")]),
@@ -121,7 +126,9 @@ class RayShardPool:
         self.cpus = recipe.generate.worker_cpus
         self.gpus = worker_gpus(recipe, ray.cluster_resources().get("GPU", 0))
         # max_restarts=0: a dead actor is replaced by us, between rounds, rather than by Ray under a running shard.
-        self.actor_class = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0)(ShardWorker)
+        # TQDM_DISABLE: the head shows one bar over the shards; the actors' own bars would interleave in its log.
+        self.actor_class = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0,
+                                      runtime_env={"env_vars": {"TQDM_DISABLE": "1"}})(ShardWorker)
         self.actors: dict[int, object] = {}
         self.top_up()
 
@@ -170,6 +177,7 @@ class RayShardPool:
         stats, start = ShardStats(), time.perf_counter()
         pending, in_flight = deque(jobs), {}  # ref -> (slot, job)
         head_gen = None
+        bar = tqdm(total=len(jobs), desc=f"generate (ray, {len(self.actors)} workers)", unit="shard", leave=False)
         while pending or in_flight:
             for slot, actor in list(self.actors.items()):  # keep every live actor IN_FLIGHT shards deep
                 while pending and sum(1 for s, _ in in_flight.values() if s == slot) < IN_FLIGHT:
@@ -186,6 +194,7 @@ class RayShardPool:
                     run_on_head = functools.partial(run_shard, head_gen)
                 tokens, _ = run_on_head(job)
                 stats.tokens, stats.on_head = stats.tokens + tokens, stats.on_head + 1
+                bar.update()
                 faults.check(job.round, "generate", shard=job.index)
                 continue
             (ref,), _ = ray.wait(list(in_flight), num_returns=1)
@@ -200,11 +209,15 @@ class RayShardPool:
                 if not job.on_disk():  # it may have died just after writing the shard: then nothing is lost
                     pending.appendleft(job)
                     stats.lost += 1
+                else:
+                    bar.update()
                 continue
             except ray.exceptions.RayTaskError as e:  # a Python error in the shard (bad checkpoint, ...): as local would
                 raise e.cause if isinstance(e.cause, BaseException) else e
             stats.tokens += tokens
+            bar.update()
             faults.check(job.round, "generate", shard=job.index)  # tests: the head dies with this shard written
+        bar.close()
         if head_gen is not None:
             head_gen.close()
         stats.seconds = time.perf_counter() - start
