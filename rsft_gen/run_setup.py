@@ -24,7 +24,8 @@ from rsft_gen.tracking import make_tracker
 
 log = logging.getLogger("rsft_gen")
 # Keys that may differ on resume without changing results.
-HARMLESS_PREFIXES = ("tracking.", "rounds", "eval.batch_size", "generate.batch_size", "generate.vllm.", "generate.vllm_lifecycle")
+HARMLESS_PREFIXES = ("tracking.", "rounds", "eval.batch_size", "generate.batch_size", "generate.vllm.", "generate.vllm_lifecycle",
+                     "generate.executor", "generate.workers", "generate.worker_", "generate.ray_address")  # where shards run: same samples
 
 
 def pick_device(name: str) -> str:
