@@ -2,8 +2,8 @@
 
     from rsft_gen.reward_call import Batch, Signature, arguments, check_kwargs
     sig = Signature.of(fn)
-    check_kwargs(fn, sig, spec)              # RecipeError: a kwarg the function does not name (did you mean ...?)
-    batch = Batch.of(candidates_frame)
+    check_kwargs(fn, sig, spec, "module:function")   # RecipeError: a kwarg it does not name (did you mean ...?)
+    batch = Batch(candidates_frame)                    # built once, shared by every reward of the call
     values = fn(**arguments(sig, batch.offered(sig) | spec.kwargs | hooks))
 
 Every argument is passed by keyword, as TRL's GRPOTrainer does:
