@@ -83,22 +83,25 @@ def selection_exactness(select_cfg: SelectConfig, accept_metrics: dict) -> dict:
     """`select/exact`: is the SFT set still an exact sample of p, as the accepted column is?
 
     Only for rules that report `accept/exact`. Dedup removes repeated samples, so frequent
-    outcomes are under-represented; mixed-in seed data is not drawn from p. The per-prompt
-    cap keeps the first accepted samples of each prompt in sampling order, and the
-    difficulty filter drops whole prompts: both keep each prompt's samples iid from p(.|x)
-    (tested in tests/test_accept_exact.py), changing only how many each prompt contributes."""
+    outcomes are under-represented; mixed-in seed data is not drawn from p; the difficulty
+    filter keeps a prompt depending on its candidates' correctness, which conditions the
+    accepted samples on their own values. The per-prompt cap keeps the first accepted samples
+    of each prompt in sampling order: they stay iid from p(.|x) (tested in
+    tests/test_accept_exact.py), only fewer."""
     if "accept/exact" not in accept_metrics:
         return {}
     breaking = []
     if select_cfg.dedup:
         breaking.append(f"select.dedup=true (by {select_cfg.dedup_key})")
+    if select_cfg.difficulty_filter:
+        breaking.append("select.difficulty_filter=true")
     if select_cfg.mix_seed_fraction > 0:
         breaking.append(f"select.mix_seed_fraction={select_cfg.mix_seed_fraction}")
     exact = bool(accept_metrics["accept/exact"]) and not breaking
     if breaking and accept_metrics["accept/exact"]:
         log.warning(
             "select: the SFT set is NOT an exact sample of p although the accepted column is: %s; "
-            "set select.dedup=false and select.mix_seed_fraction=0 to keep it exact.",
+            "set select.dedup=false, select.difficulty_filter=false and select.mix_seed_fraction=0 to keep it exact.",
             ", ".join(breaking),
         )
     return {"select/exact": float(exact)}

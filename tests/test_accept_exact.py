@@ -243,7 +243,8 @@ def test_selection_cap_keeps_the_sample_exact_and_dedup_does_not(models_dir):
     print(f"select: cap 2 per prompt chi2 p {p_capped:.3f} ({len(got['capped'])} rows); dedup p {p_dedup:.2e} ({len(got['deduped'])} rows)")
     assert len(got["capped"]) < decided.accepted.sum() and p_capped > ALPHA  # the cap removed rows, yet the set is still p
     assert p_dedup < ALPHA  # dedup under-represents frequent outcomes
-    assert selection_exactness(SelectConfig(dedup=False, max_per_prompt=2, difficulty_filter=True), m) == {"select/exact": 1.0}
+    assert selection_exactness(SelectConfig(dedup=False, max_per_prompt=2), m) == {"select/exact": 1.0}
+    assert selection_exactness(SelectConfig(dedup=False, difficulty_filter=True), m) == {"select/exact": 0.0}
     assert selection_exactness(SelectConfig(dedup=True, max_per_prompt=4), m) == {"select/exact": 0.0}
     assert selection_exactness(SelectConfig(dedup=False, mix_seed_fraction=0.1), m) == {"select/exact": 0.0}
     assert selection_exactness(SelectConfig(dedup=False), {**m, "accept/exact": 0.0}) == {"select/exact": 0.0}
