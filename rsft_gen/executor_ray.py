@@ -98,7 +98,7 @@ class ShardWorker:
             from rsft_gen.run_setup import GeneratorCache, pick_device
 
             self.cache = GeneratorCache(self.recipe, pick_device(self.recipe.device))  # sees the GPUs Ray assigned
-        return run_shard(self.cache.get(model_dir), job)
+        return run_shard(self.cache.get(model_dir), job, progress=False)  # the head shows one bar over the shards
 
     def release(self) -> None:
         """Free the engine's memory before training (vLLM with sleep mode sleeps; others close)."""
@@ -126,9 +126,7 @@ class RayShardPool:
         self.cpus = recipe.generate.worker_cpus
         self.gpus = worker_gpus(recipe, ray.cluster_resources().get("GPU", 0))
         # max_restarts=0: a dead actor is replaced by us, between rounds, rather than by Ray under a running shard.
-        # TQDM_DISABLE: the head shows one bar over the shards; the actors' own bars would interleave in its log.
-        self.actor_class = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0,
-                                      runtime_env={"env_vars": {"TQDM_DISABLE": "1"}})(ShardWorker)
+        self.actor_class = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0)(ShardWorker)
         self.actors: dict[int, object] = {}
         self.top_up()
 
@@ -246,15 +244,11 @@ class RayShardPool:
 
 # --- rewards: executor: ray ------------------------------------------------------------------------------------
 
-def _score_chunk(name, prompts: list, completions: list, columns: dict, kwargs: dict) -> tuple:
-    from rsft_gen.rewards import call_chunk  # by keyword, as TRL calls rewards; returns (values, what it logged)
-
-    return call_chunk(name, {"prompts": prompts, "completions": completions, **columns, **kwargs})
-
-
 @functools.cache
 def _chunk_task():
-    return _ray().remote(num_cpus=1)(_score_chunk)  # registered once per process, not per call
+    from rsft_gen.rewards import call_chunk
+
+    return _ray().remote(num_cpus=1)(call_chunk)  # registered once per process, not per call
 
 
 def chunk_bounds(n: int, size: int, group_ids: list | None = None) -> list[tuple[int, int]]:
@@ -273,28 +267,35 @@ def chunk_bounds(n: int, size: int, group_ids: list | None = None) -> list[tuple
     return bounds
 
 
-def remote_reward(fn: Callable, name, chunk_size: int | None = None) -> Callable:
+def remote_reward(fn: Callable, spec, chunk_size: int | None = None) -> Callable:
     """`fn` run over the Ray cluster: contiguous chunks of the batch as tasks, values concatenated in order.
 
-    The task loads the reward by its recipe name or RewardSpec (built-in, entry point or module:function;
-    a factory spec is built there), so it must be importable on every node. A reward with a `workers` parameter (code_exec) gets
-    workers=1 per task unless the recipe sets it: Ray already runs one task per CPU.
+    Called by keyword with everything rewards.score offers (per-sample lists, recipe kwargs,
+    trainer_state, the log hooks). Each task loads the reward from its spec (so it must be
+    importable on every node) and calls it through rewards.call_chunk, which passes only what
+    the function takes and records what it logs; the head replays that into its own hooks,
+    chunk by chunk, so log_extra columns line up with the samples. A reward with a `workers`
+    parameter (code_exec) gets workers=1 per task unless the recipe sets it: Ray already runs
+    one task per CPU.
     """
-    one_worker = "workers" in inspect.signature(fn).parameters
+    try:
+        one_worker = "workers" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        one_worker = False
 
     @functools.wraps(fn)
-    def wrapper(prompts, completions, **kwargs):
+    def wrapper(**args):
         ray = _ray()
         connect()
+        hooks = {h: args.pop(h) for h in ("log_extra", "log_metric") if h in args}  # the head's; replayed below
         if one_worker:
-            kwargs.setdefault("workers", 1)
-        n = len(completions)
+            args.setdefault("workers", 1)
+        n = len(args["completions"])
         size = chunk_size or max(1, -(-n // (4 * max(1, int(ray.cluster_resources().get("CPU", 1))))))  # ~4 chunks per CPU
-        task = _chunk_task()
-        # Per-sample columns (one value per completion) are cut with the chunk; recipe kwargs go whole.
-        per_sample = {k for k, v in kwargs.items() if isinstance(v, (list, tuple)) and len(v) == n}
-        refs = [task.remote(name, prompts[a:b], completions[a:b], {k: (v[a:b] if k in per_sample else v) for k, v in kwargs.items()}, {})
-                for a, b in chunk_bounds(n, size, kwargs.get("group_ids"))]
+        # Per-sample arguments (one value per completion) are cut with the chunk; the rest go whole.
+        per_sample = {k for k, v in args.items() if isinstance(v, (list, tuple)) and len(v) == n}
+        refs = [_chunk_task().remote(spec, {k: (v[a:b] if k in per_sample else v) for k, v in args.items()})
+                for a, b in chunk_bounds(n, size, args.get("group_ids"))]
         values: list = []
         for ref in refs:
             try:
@@ -302,7 +303,7 @@ def remote_reward(fn: Callable, name, chunk_size: int | None = None) -> Callable
             except ray.exceptions.RayTaskError as e:  # the reward's own exception, so its error policy applies as local
                 raise e.cause if isinstance(e.cause, BaseException) else e
             values.extend(chunk)
-            logged.replay(kwargs)  # its log_metric / log_extra calls, made on the worker, reach the caller's hooks
+            logged.replay(hooks)
         return values
 
     return wrapper

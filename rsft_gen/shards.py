@@ -62,10 +62,11 @@ def plan_shards(recipe: Recipe, r: int, prompts: pd.DataFrame, shard_dir: Path, 
     ]
 
 
-def run_shard(gen: Generator, job: ShardJob) -> tuple[int, float]:
+def run_shard(gen: Generator, job: ShardJob, progress: bool = True) -> tuple[int, float]:
     """Sample one shard and write it atomically; returns (new tokens, seconds sampling)."""
     start = time.perf_counter()
-    part = candidates_frame(gen.generate(job.prompts.prompt_id.tolist(), job.prompts.prompt.tolist(), job.settings), job.prompts)
+    cands = gen.generate(job.prompts.prompt_id.tolist(), job.prompts.prompt.tolist(), job.settings, progress=progress)
+    part = candidates_frame(cands, job.prompts)
     seconds = time.perf_counter() - start
     write_parquet(job.path, part)
     return int(part.num_tokens.sum()), seconds

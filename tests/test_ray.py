@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -34,12 +36,15 @@ def cluster():
     ray.shutdown()
 
 
+ROOT = Path(__file__).resolve().parents[1]
+# Round 1 of a tiny run: 64 prompts x 4 candidates in 4 shards, one short SFT step.
+SMALL = ["rounds=1", "data.train_prompts=64", "data.eval_prompts=16", "seed_sft.n=0", "generate.n=4",
+         "generate.shard_prompts=16", "accept.rule=all", "train.epochs=1", "train.batch_size=256", "eval.n=1",
+         "eval.k=[1]", "tracking.wandb.mode=disabled"]
+
+
 def small_run(out: Path, *overrides: str):
-    """Round 1 of a tiny run: 64 prompts x 4 candidates in 4 shards, one short SFT step."""
-    args = [f"output_dir={out}", "rounds=1", "data.train_prompts=64", "data.eval_prompts=16", "seed_sft.n=0",
-            "generate.n=4", "generate.shard_prompts=16", "accept.rule=all", "train.epochs=1", "train.batch_size=256",
-            "eval.n=1", "eval.k=[1]", "tracking.wandb.mode=disabled", *overrides]
-    run(load_recipe("recipes/addition_tiny.yaml", args))
+    run(load_recipe(ROOT / "recipes" / "addition_tiny.yaml", [f"output_dir={out}", *SMALL, *overrides]))
     return pd.read_parquet(out / "round_01" / "candidates.parquet")
 
 
@@ -51,6 +56,23 @@ def test_candidates_identical_local_and_ray_with_1_and_2_workers(tmp_path):
     pd.testing.assert_frame_equal(local, one)
     pd.testing.assert_frame_equal(local, two)
     assert not (tmp_path / "ray2" / "round_01" / "candidates").exists()  # shards folded into candidates.parquet
+
+
+@pytest.mark.slow
+def test_head_killed_mid_generation_resumes_from_disk(tmp_path):
+    """The head (a `rsft-gen run` attached to this cluster) SIGKILLs itself with 2 of 4 shards written."""
+    out, address = tmp_path / "ray", ray.get_runtime_context().gcs_address
+    env = {**os.environ, "RSFT_FAULT": "round=1,phase=generate,shard=1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "rsft_gen.cli", "run", "recipes/addition_tiny.yaml", *SMALL, f"output_dir={out}",
+           "generate.executor=ray", f"generate.ray_address={address}"]
+    killed = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    shards = out / "round_01" / "candidates"
+    assert sorted(p.name for p in shards.glob("shard_*.parquet")) == ["shard_00000.parquet", "shard_00001.parquet"]
+    kept = {p: p.stat().st_mtime_ns for p in shards.glob("shard_*.parquet")}
+    resumed = small_run(out, "generate.executor=ray", f"generate.ray_address={address}")
+    pd.testing.assert_frame_equal(resumed, small_run(tmp_path / "local"))
+    assert kept and all(not p.exists() for p in kept)  # folded into candidates.parquet once the phase completed
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +156,8 @@ def test_rewards_over_ray_match_local_in_order():
     answers = [str(v) for v in [1, 1, 2, 3, 5, 5, 5, 6, 7, 8, 8, 8]]
     groups = [0] * 4 + [1] * 4 + [2] * 4
     fn = load("majority_vote")
-    assert remote_reward(fn, "majority_vote", chunk_size=3)(["q"] * 12, answers, group_ids=groups) == fn(["q"] * 12, answers, group_ids=groups)
+    remote = remote_reward(fn, RewardSpec(name="majority_vote"), chunk_size=3)
+    assert remote(prompts=["q"] * 12, completions=answers, group_ids=groups) == fn(["q"] * 12, answers, group_ids=groups)
 
 
 def test_remote_reward_errors_read_as_local():
