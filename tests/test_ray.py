@@ -60,7 +60,7 @@ def test_candidates_identical_local_and_ray_with_1_and_2_workers(tmp_path):
 
 @pytest.mark.slow
 def test_head_killed_mid_generation_resumes_from_disk(tmp_path):
-    """The head (a `rsft-gen run` attached to this cluster) SIGKILLs itself with 2 of 4 shards written."""
+    """The head (a `rsft-gen run` attached to this cluster) SIGKILLs itself once shard 1 is written."""
     out, address = tmp_path / "ray", ray.get_runtime_context().gcs_address
     env = {**os.environ, "RSFT_FAULT": "round=1,phase=generate,shard=1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "rsft_gen.cli", "run", "recipes/addition_tiny.yaml", *SMALL, f"output_dir={out}",
@@ -68,7 +68,9 @@ def test_head_killed_mid_generation_resumes_from_disk(tmp_path):
     killed = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     shards = out / "round_01" / "candidates"
-    assert sorted(p.name for p in shards.glob("shard_*.parquet")) == ["shard_00000.parquet", "shard_00001.parquet"]
+    written = {p.name for p in shards.glob("shard_*.parquet")}  # 0 and 1; the other worker may have finished more
+    assert {"shard_00000.parquet", "shard_00001.parquet"} <= written
+    assert not (out / "round_01" / "candidates.parquet").exists()
     kept = {p: p.stat().st_mtime_ns for p in shards.glob("shard_*.parquet")}
     resumed = small_run(out, "generate.executor=ray", f"generate.ray_address={address}")
     pd.testing.assert_frame_equal(resumed, small_run(tmp_path / "local"))
