@@ -51,11 +51,24 @@ def recipe_differences(old: dict, new: dict) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+def saved_recipe(saved: Path) -> dict:
+    """A run's config.yaml with keys added to rsft-gen since it was written filled in with their defaults.
+
+    A run started by an older version lacks the newer keys; they are not changes of the recipe when the
+    resumed recipe keeps their defaults. (A file that no longer merges, e.g. a removed key, is compared as is.)
+    """
+    raw = OmegaConf.load(saved)
+    try:
+        return OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(Recipe), raw), resolve=True)
+    except Exception:
+        return OmegaConf.to_container(raw, resolve=True)
+
+
 def check_resume(run_dir: Path, recipe: Recipe, allow_changes: bool) -> None:
     saved = run_dir / "config.yaml"
     if not saved.exists():
         return
-    old = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+    old = saved_recipe(saved)
     diffs = recipe_differences(old, to_dict(recipe))
     harmful = [k for k in diffs if not k.startswith(HARMLESS_PREFIXES)]
     if harmful and not allow_changes:

@@ -73,3 +73,20 @@ def test_run_state_round_trips_phases_and_metrics(tmp_path):
         tracker.log_round(r, {"round": r})
         again.mark_logged(r)
     assert [json.loads(x)["round"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_a_run_written_before_newer_keys_existed_resumes(tmp_path):
+    """config.yaml of an older version lacks newer keys (here eval.correct and rewards[].executor): not a recipe change."""
+    from omegaconf import OmegaConf
+
+    from rsft_gen.config import RecipeError, load_recipe, to_dict
+    from rsft_gen.run_setup import check_resume
+
+    recipe = load_recipe("recipes/addition_tiny.yaml", [f"output_dir={tmp_path}"])
+    old = to_dict(recipe)
+    del old["eval"]["correct"], old["rewards"][0]["executor"]
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(old)))
+    check_resume(tmp_path, recipe, allow_changes=False)
+    # A real change is still refused, including one of a key the old file lacks.
+    with pytest.raises(RecipeError, match="eval.correct.threshold: 1.0 -> 0.5"):
+        check_resume(tmp_path, load_recipe("recipes/addition_tiny.yaml", [f"output_dir={tmp_path}", "eval.correct.threshold=0.5"]), False)
