@@ -94,7 +94,7 @@ def bench_model(name: str, root: Path, args) -> dict:
             rates[key].append(tokens / seconds)
     median = {key: statistics.median(r) for key, r in rates.items()}
     rss = engine_rss_gib()
-    reload_s, _ = timed(lambda: gen.load_weights(str(model_dir)) or 0)
+    reload_s, _ = timed(lambda: gen.reload(str(model_dir)) or 0)
     close_s, _ = timed(gen.close)
 
     hf = HFGenerator(str(model_dir), device="cpu", batch_size=args.hf_batch_size)

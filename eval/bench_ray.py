@@ -33,7 +33,6 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing  # noqa:
 from rsft_gen import run_lock, run_setup  # noqa: E402
 from rsft_gen.config import load_recipe  # noqa: E402
 from rsft_gen.loop import RunContext, generate_shards, run  # noqa: E402
-from rsft_gen.prompts import render_task  # noqa: E402
 from rsft_gen.state import round_dir, write_parquet  # noqa: E402
 
 SMALL = ["data.train_prompts=4000", "data.eval_prompts=100", "generate.shard_prompts=500"]  # the default's small sizes
@@ -65,8 +64,7 @@ def main(argv: list[str] | None = None) -> None:
 
     run(load_recipe(args.recipe, overrides + ["rounds=0"]), allow_changes=True)  # round 0's model (seed SFT if any)
     recipe = load_recipe(args.recipe, overrides + ["rounds=1"])
-    ctx = RunContext(recipe=recipe, run_dir=Path(args.out), **run_setup.prepare(recipe, Path(args.out), allow_changes=True))
-    ctx.data = render_task(ctx.data, recipe.model, ctx.base_model)
+    ctx = run_setup.prepare(recipe, Path(args.out), allow_changes=True)
 
     rows = []
     try:

@@ -52,7 +52,7 @@ def bench_generation(model_dir: str, prompts: list[str], settings: SamplingSetti
             print(f"  {key}: {tokens} tokens in {seconds:.1f}s", flush=True)
     out = {key: statistics.median(r) for key, r in rates.items()}
     out["rss_gib"] = engine_rss_gib()
-    out["reload_s"], _ = timed(lambda: vllm.load_weights(model_dir) or 0)
+    out["reload_s"], _ = timed(lambda: vllm.reload(model_dir) or 0)
     out["close_s"], _ = timed(vllm.close)
     out["start_s"] = vllm.start_seconds
     hf.close()

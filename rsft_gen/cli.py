@@ -4,6 +4,7 @@
     rsft-gen eval runs/addition_tiny --round 2
     rsft-gen report runs/addition_tiny
     rsft-gen rewards
+    rsft-gen config [RECIPE] [key=value ...]   # every key: type, value (or default), help
 """
 
 from __future__ import annotations
@@ -60,6 +61,17 @@ def cmd_rewards(args) -> int:
     return 0
 
 
+def cmd_config(args) -> int:
+    from rsft_gen.config import load_recipe
+    from rsft_gen.config_help import format_keys
+
+    recipe_path = args.recipe
+    if recipe_path is not None and "=" in recipe_path:  # only overrides: `rsft-gen config rounds=2`
+        args.overrides, recipe_path = [recipe_path, *args.overrides], None
+    print(format_keys(load_recipe(recipe_path, args.overrides)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rsft-gen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_report)
     p = sub.add_parser("rewards", help="list every reward that can be found")
     p.set_defaults(fn=cmd_rewards)
+    p = sub.add_parser("config", help="print every recipe key with its type, value (or default) and help")
+    p.add_argument("recipe", nargs="?", default=None, metavar="RECIPE")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=2")
+    p.set_defaults(fn=cmd_config)
     args, extra = parser.parse_known_args(argv)
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides += extra  # key=value after an option: `rsft-gen eval RUN_DIR --round 2 eval.n=16`

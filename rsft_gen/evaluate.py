@@ -62,10 +62,11 @@ def evaluate_checkpoint(target: str | Path, round_idx: int | None = None, overri
     Returns (metrics, greedy completions, {"model", "round", "run_dir"}).
     """
     from rsft_gen import run_setup
+    from rsft_gen.backends import eval_backend, make_generator, pick_device
     from rsft_gen.config import RecipeError, load_recipe
     from rsft_gen.data import make_task
-    from rsft_gen.generate import make_generator
     from rsft_gen.prompts import render_frame
+    from rsft_gen.seeds import derive
 
     target = Path(target)
     run_dir = target if target.is_dir() else None
@@ -87,30 +88,23 @@ def evaluate_checkpoint(target: str | Path, round_idx: int | None = None, overri
             prompts = make_task(recipe.data, recipe.seed_sft.n, recipe.seed).eval
             model = run_setup.prepare_base_model(recipe, Path(tmp))  # "tiny" is built with the run's seed
         prompts = render_frame(prompts, recipe.model, str(model))  # the chat template, as the loop applies it
-        generator = make_generator(recipe.generate, model, run_setup.pick_device(recipe.device))
-        try:
-            metrics, greedy = evaluate(generator, prompts, recipe, seed=recipe.seed, round_idx=round_idx)
+        generator = make_generator(recipe.generate, model, pick_device(recipe.device), backend=eval_backend(recipe))
+        try:  # the loop's eval seed, so a round's eval.json is reproduced
+            metrics, greedy = evaluate(generator, prompts, recipe, seed=derive(recipe.seed, "eval"), round_idx=round_idx)
         finally:
             generator.close()
     return metrics, greedy, {"model": str(model), "round": round_idx, "run_dir": str(run_dir) if run_dir else None}
 
 
 def round_model(run_dir: Path, recipe: Recipe, r: int | None) -> tuple[str, int]:
-    """Round r's checkpoint by the loop's rule (carried models, round_NN/model, round 0 = base); r None: latest."""
+    """Round r's checkpoint by the loop's rule (RunState.model_of); r None: the latest trained round."""
     from rsft_gen import run_setup
     from rsft_gen.config import RecipeError
-    from rsft_gen.state import RunState, round_dir
+    from rsft_gen.state import MissingCheckpointError, RunState
 
-    trained = sorted(int(p.parent.name[len("round_") :]) for p in run_dir.glob("round_*/model") if (p / "config.json").exists())
-    carried = {int(k): v for k, v in RunState(run_dir).get("carried_models", {}).items()}
-    if r is None:
-        r = max(trained + list(carried) + [0])
-    if r in carried:
-        return carried[r], r
-    model = round_dir(run_dir, r) / "model"
-    if (model / "config.json").exists():
-        return str(model), r
-    if r == 0:
-        return run_setup.prepare_base_model(recipe, run_dir), 0
-    have = ", ".join(str(i) for i in sorted(set(trained) | set(carried) | {0}))
-    raise RecipeError(f"{model} does not exist: round {r} of {run_dir} has no trained model; rounds with one: {have}.")
+    state = RunState(run_dir)
+    r = max(state.trained_rounds() + [0]) if r is None else r
+    try:
+        return state.model_of(r, lambda: run_setup.prepare_base_model(recipe, run_dir)), r
+    except MissingCheckpointError as e:
+        raise RecipeError(str(e)) from None

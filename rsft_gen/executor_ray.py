@@ -8,7 +8,7 @@
     pool.release(); pool.close()
 
 Each actor holds one engine, built and kept exactly as the local loop keeps its
-own (run_setup.GeneratorCache: HF, or vLLM on the actor's GPUs with
+own (backends.GeneratorCache: HF, or vLLM on the actor's GPUs with
 generate.vllm.*, asleep between rounds where vLLM can sleep, weights reloaded
 for each round's checkpoint). The head hands out shards, two per actor at a
 time so an actor never waits for its next one; the actor samples the shard and
@@ -95,7 +95,7 @@ class ShardWorker:
 
     def run(self, job: ShardJob, model_dir: str) -> tuple[int, float]:
         if self.cache is None:
-            from rsft_gen.run_setup import GeneratorCache, pick_device
+            from rsft_gen.backends import GeneratorCache, pick_device
 
             self.cache = GeneratorCache(self.recipe, pick_device(self.recipe.device))  # sees the GPUs Ray assigned
         return run_shard(self.cache.get(model_dir), job, progress=False)  # the head shows one bar over the shards
@@ -185,8 +185,7 @@ class RayShardPool:
                 job = pending.popleft()
                 log.warning("ray: no worker left; the head runs shard %d itself", job.index)
                 if run_on_head is None:
-                    from rsft_gen.generate import make_generator
-                    from rsft_gen.run_setup import pick_device
+                    from rsft_gen.backends import make_generator, pick_device
 
                     head_gen = head_gen or make_generator(self.recipe.generate, model_dir, pick_device(self.recipe.device))
                     run_on_head = functools.partial(run_shard, head_gen)

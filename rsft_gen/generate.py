@@ -1,9 +1,9 @@
-"""Generation: what a backend returns, and how the loop picks a backend.
+"""Generation: what a backend returns, and the protocol every backend follows.
 
 Every backend (HF `generate`, vLLM, or a data set's own reference completions)
-has the same two methods:
+is a `Generator`; rsft_gen/backends.py builds one by name and keeps the live one:
 
-    gen = make_generator(recipe.generate, model_dir, device)
+    gen = make_generator(recipe.generate, model_dir, device)   # from rsft_gen.backends
     cands = gen.generate(prompt_ids, prompts, SamplingSettings(n=8, temperature=1.0))
     gen.close()
 
@@ -15,15 +15,12 @@ with log_q=False skip it (NaN) and draw the same samples.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import pandas as pd
 
 from rsft_gen.config import GenerateConfig
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,44 +50,33 @@ class Candidate:
 
 
 class Generator(Protocol):
-    def generate(self, prompt_ids: list[int], prompts: list[str], settings: SamplingSettings) -> list[Candidate]: ...
+    """A backend: `generate`, `close`, and the engine lifecycle the loop drives between phases.
+
+    The lifecycle members have defaults for a backend that loads one model and keeps it until
+    closed (HF, the dataset backend, vLLM "restart"): `reloads` False, nothing to sleep or wake.
+    An engine that swaps checkpoints in place (vLLM "inplace") sets `reloads` and overrides all
+    three. backends.GeneratorCache reads only these declarations: for a new checkpoint, `reload`
+    if `reloads`, else close and build a new generator; before training (the trainer needs the
+    memory), `sleep` if `reloads`, else close; the same checkpoint again after a sleep, `wake`.
+    """
+
+    reloads: bool = False
+
+    def generate(
+        self, prompt_ids: list[int], prompts: list[str], settings: SamplingSettings, progress: bool = True
+    ) -> list[Candidate]: ...
+
+    def reload(self, model_dir: str) -> None:
+        """Load another checkpoint's weights into the running engine (only where `reloads`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot swap weights in place; build a new generator")
+
+    def sleep(self) -> None:
+        """Free the engine's memory but keep the engine; `wake` or `reload` brings it back."""
+
+    def wake(self) -> None:
+        """Back from `sleep`, with the model it had."""
 
     def close(self) -> None: ...
-
-
-def vllm_available() -> bool:
-    try:
-        import vllm  # noqa: F401
-    except Exception:  # ImportError, or a broken install: either way fall back
-        return False
-    return True
-
-
-def resolve_backend(name: str) -> str:
-    if name == "auto":
-        chosen = "vllm" if vllm_available() else "hf"
-        log.info("generate.backend=auto: using %s", chosen)
-        return chosen
-    return name
-
-
-def make_generator(cfg: GenerateConfig, model_dir: str, device: str, prompts: pd.DataFrame | None = None) -> Generator:
-    backend = resolve_backend(cfg.backend)
-    if backend == "dataset":
-        if prompts is not None:  # the round's candidates are the prompt set's reference completions
-            from rsft_gen.generate_dataset import DatasetGenerator
-
-            return DatasetGenerator(prompts, model_dir)
-        backend = "hf"  # without a prompt set (evaluation) the model itself is sampled
-    if backend == "hf":
-        from rsft_gen.generate_hf import HFGenerator
-
-        return HFGenerator(model_dir, device=device, batch_size=cfg.batch_size)
-    if backend == "vllm":
-        from rsft_gen.generate_vllm import make_vllm_generator
-
-        return make_vllm_generator(model_dir, dict(cfg.vllm), cfg.vllm_lifecycle)
-    raise ValueError(f"generate.backend '{cfg.backend}' has no generator; choose hf, vllm, auto or dataset")
 
 
 def candidates_frame(cands: list[Candidate], prompts: pd.DataFrame) -> pd.DataFrame:

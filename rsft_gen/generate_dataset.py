@@ -1,6 +1,7 @@
 """The `dataset` backend: a labelled set's own reference completions as the candidates.
 
     gen = DatasetGenerator(prompts_frame, model_dir)     # prompts_frame has prompt_id, prompt, answer
+    gen = backends.make_generator(recipe.generate, model_dir, device, prompts=prompts_frame)  # the same
     cands = gen.generate(prompt_ids, prompts, settings)  # one candidate per prompt: its answer
 
 Used for loss-weighted selection of a labelled set: the `model_loss` reward
@@ -17,14 +18,12 @@ import math
 
 import pandas as pd
 
-from rsft_gen.generate import Candidate, SamplingSettings
+from rsft_gen.generate import Candidate, Generator, SamplingSettings
 
 log = logging.getLogger(__name__)
 
 
-class DatasetGenerator:
-    name = "dataset"
-
+class DatasetGenerator(Generator):
     def __init__(self, prompts: pd.DataFrame, model_dir: str | None = None, tokenizer=None, answer_column: str = "answer"):
         for col in ("prompt_id", answer_column):
             if col not in prompts.columns:

@@ -15,13 +15,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from rsft_gen.generate import Candidate, SamplingSettings
+from rsft_gen.generate import Candidate, Generator, SamplingSettings
 from rsft_gen.likelihood import sampled_log_probs
 
 
-class HFGenerator:
-    name = "hf"
-
+class HFGenerator(Generator):
     def __init__(self, model_dir: str, device: str = "cpu", batch_size: int = 256, model=None, tokenizer=None):
         self.device = device
         self.batch_size = batch_size

@@ -25,7 +25,7 @@ offset"), so on CPU the engine runs with chunked prefill off.
 
 Lifecycle across rounds (`generate.vllm_lifecycle`): "inplace" keeps one engine
 per run, puts it to sleep before training and reloads each round's weights into
-it (`load_weights`); "restart" starts a fresh engine per model, whose processes
+it (`reload`); "restart" starts a fresh engine per model, whose processes
 exit on `close()` before training. "auto" picks inplace where vLLM has sleep
 mode (CUDA, ROCm, XPU) and restart on CPU, where sleep is a no-op and a sleeping
 engine would keep its weights and KV cache while the trainer runs.
@@ -40,7 +40,7 @@ import time
 import numpy as np
 
 from rsft_gen.config import RecipeError
-from rsft_gen.generate import Candidate, SamplingSettings
+from rsft_gen.generate import Candidate, Generator, SamplingSettings
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +97,8 @@ def prompt_seed(seed: int, prompt_id: int) -> int:
     return int(np.random.SeedSequence([seed, prompt_id]).generate_state(1)[0])
 
 
-class VLLMGenerator:
+class VLLMGenerator(Generator):
     """A fresh engine per model ("restart" lifecycle): `close()` ends its processes."""
-
-    name = "vllm"
 
     def __init__(self, model_dir: str, engine_kwargs: dict | None = None):
         self.cpu = on_cpu()
@@ -190,9 +188,11 @@ def _retie_cpu_lm_head(worker) -> bool:
 class ReloadingVLLMGenerator(VLLMGenerator):
     """One engine per run ("inplace" lifecycle): sleeps while training, reloads weights in place.
 
-    GeneratorCache calls `load_weights(model_dir)` instead of building a new
-    generator, and `sleep()` where it would otherwise close one.
+    `reloads` tells backends.GeneratorCache to call `reload(model_dir)` instead of building a
+    new generator, and `sleep()` where it would otherwise close one.
     """
+
+    reloads = True
 
     def __init__(self, model_dir: str, engine_kwargs: dict | None = None):
         engine_kwargs = dict(engine_kwargs or {})
@@ -209,7 +209,7 @@ class ReloadingVLLMGenerator(VLLMGenerator):
             self.llm.sleep(level=2)  # drop weights and KV cache: the next model's weights are loaded anyway
             self.asleep = True
 
-    def load_weights(self, model_dir: str) -> None:
+    def reload(self, model_dir: str) -> None:
         start = time.perf_counter()
         if self.asleep:
             self.llm.wake_up(tags=["weights"])
@@ -224,9 +224,12 @@ class ReloadingVLLMGenerator(VLLMGenerator):
         log.info("vLLM engine reloaded weights from %s in %.1fs", model_dir, time.perf_counter() - start)
 
     def generate(self, prompt_ids, prompts, settings, progress: bool = True) -> list[Candidate]:
-        if self.asleep:  # woken for the same model: level-2 sleep dropped its weights
-            self.load_weights(self.model_dir)
+        self.wake()
         return super().generate(prompt_ids, prompts, settings, progress)
+
+    def wake(self) -> None:
+        if self.asleep:  # woken for the same model: level-2 sleep dropped its weights
+            self.reload(self.model_dir)
 
 
 def make_vllm_generator(model_dir: str, engine_kwargs: dict, lifecycle: str = "auto") -> VLLMGenerator:

@@ -6,8 +6,9 @@
 
 Round 0 is the starting model (optionally seed-SFT'd on labelled data); round r
 samples from round r-1's model, scores, accepts, selects, trains, evaluates.
-Each phase's outputs are written atomically and recorded in state.json, so
-re-running the same command continues after the last completed phase.
+Each phase writes its own file atomically and is recorded in state.json, so
+re-running the same command continues after the last completed phase. Every
+random choice is seeded by rsft_gen/seeds.py.
 """
 
 from __future__ import annotations
@@ -17,30 +18,28 @@ import inspect
 import logging
 import os
 import shutil
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
-from rsft_gen import faults, run_lock, run_setup
+from rsft_gen import run_lock, run_setup
 from rsft_gen.accept import decide, sampler_truncation, selection_exactness
 from rsft_gen.accept_rules import get_rule
 from rsft_gen.answers import answer_rule, correct_rule
-from rsft_gen.config import Recipe, RecipeError, RewardSpec
-from rsft_gen.data import TaskData
+from rsft_gen.backends import eval_backend
+from rsft_gen.config import Recipe, RecipeError, RewardSpec, TrainConfig
 from rsft_gen.evaluate import evaluate
-from rsft_gen.generate import make_generator
-from rsft_gen.rewards import load as load_reward
 from rsft_gen.reward_call import RoundState
+from rsft_gen.rewards import load as load_reward
 from rsft_gen.rewards import score
-from rsft_gen.prompts import render_task
+from rsft_gen.run_setup import RunContext
+from rsft_gen.seeds import derive
 from rsft_gen.select import select
-from rsft_gen.shards import plan_shards, read_shards, run_local
-from rsft_gen.state import RunState, round_dir, write_json, write_parquet
-from rsft_gen.tracking import Tracker, make_tracker
+from rsft_gen.shards import plan_shards, read_shards, run_local, shard_executor
+from rsft_gen.state import round_dir, write_json, write_parquet
 from rsft_gen.train import train_sft
+from rsft_gen.train_launch import launch_train
 
 log = logging.getLogger("rsft_gen")
 
@@ -49,44 +48,9 @@ class EmptyRoundError(RuntimeError):
     """A round accepted nothing and the recipe says accept.on_empty: stop."""
 
 
-@dataclass
-class RunContext:
-    recipe: Recipe
-    run_dir: Path
-    state: RunState
-    device: str
-    data: TaskData
-    base_model: str
-    tracker: Tracker
-    generators: run_setup.GeneratorCache
-    timings: dict = field(default_factory=dict)
-    pool: object = None  # generate.executor: ray: the RayShardPool, started at the first shard
-
-    def model_of(self, r: int) -> str:
-        """The checkpoint that round r produced (round 0: the starting model)."""
-        carried = self.state.get("carried_models", {}).get(str(r))
-        if carried:
-            return carried
-        if r == 0 and not (round_dir(self.run_dir, 0) / "model").exists():
-            return self.base_model
-        return str(round_dir(self.run_dir, r) / "model")
-
-    @contextmanager
-    def phase(self, r: int, name: str):
-        """Time a phase and mark it complete (with its metrics) only if it finishes."""
-        start = time.perf_counter()
-        metrics: dict = {}
-        yield metrics
-        seconds = time.perf_counter() - start
-        metrics[f"time/{name}_s"] = seconds
-        faults.check(r, name)  # tests: die here, outputs written but the phase not yet marked
-        self.state.complete(r, name, metrics)
-        log.info("round %d: %s done in %.1fs", r, name, seconds)
-
-
 def run_round(ctx: RunContext, r: int) -> dict:
-    """One round: generate -> reward -> accept/select -> train -> eval."""
-    recipe, rd, state = ctx.recipe, round_dir(ctx.run_dir, r), ctx.state
+    """One round: generate -> reward -> accept -> select -> train -> eval."""
+    recipe, rd, state, seed = ctx.recipe, round_dir(ctx.run_dir, r), ctx.state, ctx.recipe.seed
     prompts = ctx.data.train
     if not state.done(r, "generate"):
         with ctx.phase(r, "generate") as m:
@@ -105,19 +69,25 @@ def run_round(ctx: RunContext, r: int) -> dict:
             m.update(counts)
             m["reward/mean"] = float(scored.reward.mean())
 
-    if not state.done(r, "accept"):
+    if not state.done(r, "accept"):  # scored.parquet + accept_prob, accepted -> decided.parquet
         with ctx.phase(r, "accept") as m:
             if get_rule(recipe.accept.rule).needs_engine_memory(recipe.accept):
                 ctx.generators.release()  # e.g. a target model needs the memory an engine may hold
-            decided, accept_metrics = decide(pd.read_parquet(rd / "scored.parquet"), recipe.accept, seed=recipe.seed * 1000 + r,
+            decided, accept_metrics = decide(pd.read_parquet(rd / "scored.parquet"), recipe.accept, seed=derive(seed, "accept", r),
                                              device=ctx.device, truncation=sampler_truncation(recipe.generate))
-            sft, select_metrics = select(decided, recipe.select, ctx.data.seed_sft, seed=recipe.seed * 1000 + r,
-                                         correct=correct_rule(recipe), answer=answer_rule(recipe))
-            write_parquet(rd / "scored.parquet", decided)
-            write_parquet(rd / "accepted.parquet", sft)
-            m.update(accept_metrics | select_metrics | selection_exactness(recipe.select, accept_metrics))
+            write_parquet(rd / "decided.parquet", decided)
+            m.update(accept_metrics)
             m["reward/accepted_mean"] = float(decided.reward[decided.accepted].mean()) if decided.accepted.any() else float("nan")
-            ctx.tracker.log_samples(r, decided)
+
+    if not state.done(r, "select"):  # the accepted rows -> the round's SFT set, accepted.parquet
+        with ctx.phase(r, "select") as m:
+            decided = pd.read_parquet(rd / "decided.parquet")
+            sft, select_metrics = select(decided, recipe.select, ctx.data.seed_sft, seed=derive(seed, "select", r),
+                                         correct=correct_rule(recipe), answer=answer_rule(recipe))
+            write_parquet(rd / "accepted.parquet", sft)
+            # select/exact: does the SFT set keep the accepted column's exactness (accept/exact, in accept's metrics)?
+            m.update(select_metrics | selection_exactness(recipe.select, state.round_metrics(r)))
+            ctx.tracker.log_samples(r, decided)  # the samples table and the accepted.parquet artifact, once each
 
     if not state.done(r, "train"):
         with ctx.phase(r, "train") as m:
@@ -127,7 +97,7 @@ def run_round(ctx: RunContext, r: int) -> dict:
                 handle_empty_round(ctx, r)
             else:
                 ctx.generators.release()  # the engine must not hold memory the trainer needs
-                m.update(train_sft(start_from, sft, rd / "model", recipe.train, ctx.device, seed=recipe.seed + r, report_to=ctx.tracker.report_to))
+                m.update(train(ctx, start_from, sft, rd / "model", recipe.train, seed=derive(seed, "train", r)))
 
     if not state.done(r, "eval"):
         with ctx.phase(r, "eval") as m:
@@ -146,20 +116,23 @@ def generate_shards(ctx: RunContext, r: int, prompts: pd.DataFrame) -> tuple[pd.
     Returns (all candidates, tokens sampled now, seconds).
     """
     recipe, shard_dir, model = ctx.recipe, round_dir(ctx.run_dir, r) / "candidates", ctx.model_of(r - 1)
-    dataset = recipe.generate.backend == "dataset"  # candidates = the prompt set's reference completions
-    jobs = plan_shards(recipe, r, prompts, shard_dir, size=len(prompts) if dataset else None)  # dataset: log q is uniform over the whole set, one shard
+    jobs = plan_shards(recipe, r, prompts, shard_dir)  # the backend's shard size (shards.py)
     todo = [job for job in jobs if not job.on_disk()]
-    if dataset:
-        stats = run_local(todo, lambda: make_generator(recipe.generate, model, ctx.device, prompts=prompts))
-    elif recipe.generate.executor == "ray" and todo:
+    if shard_executor(recipe) == "ray" and todo:
         from rsft_gen.executor_ray import RayShardPool
 
         ctx.pool = ctx.pool or RayShardPool(recipe)  # kept for the run: its actors keep their engines between rounds
         stats = ctx.pool.run(todo, model)
         ctx.pool.release()  # like the local engine before training: free the workers' memory
     else:
-        stats = run_local(todo, lambda: ctx.generators.get(model))
+        stats = run_local(todo, lambda: ctx.generators.get(model, prompts=prompts))
     return read_shards(jobs, prompts), stats.tokens, stats.seconds
+
+
+def train(ctx: RunContext, start_from: str, sft: pd.DataFrame, out: Path, cfg: TrainConfig, seed: int) -> dict:
+    """SFT in this process, or in train.num_processes processes under `accelerate launch` (train_launch.py)."""
+    fn = launch_train if cfg.num_processes > 1 else train_sft
+    return fn(start_from, sft, out, cfg, ctx.device, seed, ctx.tracker.report_to)
 
 
 def with_model_path(specs: list[RewardSpec], model_path: str) -> list[RewardSpec]:
@@ -180,14 +153,12 @@ def handle_empty_round(ctx: RunContext, r: int) -> None:
     if ctx.recipe.accept.on_empty == "stop":
         raise EmptyRoundError(f"{msg}; stopping as accept.on_empty=stop. Lower accept.threshold, raise generate.n, or set accept.on_empty=carry to keep the previous model.")
     log.warning("%s; carrying round %d's model forward (accept.on_empty=carry)", msg, r - 1)
-    carried = dict(ctx.state.get("carried_models", {}))
-    carried[str(r)] = ctx.model_of(r - 1)
-    ctx.state.set("carried_models", carried)
+    ctx.state.carry(r, ctx.model_of(r - 1))
 
 
 def evaluate_round(ctx: RunContext, r: int) -> dict:
-    gen = ctx.generators.get(ctx.model_of(r))
-    metrics, greedy = evaluate(gen, ctx.data.eval, ctx.recipe, seed=ctx.recipe.seed, round_idx=r)
+    gen = ctx.generators.get(ctx.model_of(r), backend=eval_backend(ctx.recipe))
+    metrics, greedy = evaluate(gen, ctx.data.eval, ctx.recipe, seed=derive(ctx.recipe.seed, "eval"), round_idx=r)
     write_parquet(round_dir(ctx.run_dir, r) / "eval_samples.parquet", greedy)
     write_json(round_dir(ctx.run_dir, r) / "eval.json", metrics)
     return metrics
@@ -207,9 +178,10 @@ def run_round_zero(ctx: RunContext) -> dict:
     recipe, state = ctx.recipe, ctx.state
     if recipe.seed_sft.n > 0 and not state.done(0, "train"):
         with ctx.phase(0, "train") as m:
-            seed = ctx.data.seed_sft.rename(columns={"answer": "completion"})
-            train_cfg = type(recipe.train)(**{**vars(recipe.train), "epochs": recipe.seed_sft.epochs})
-            m.update(train_sft(ctx.base_model, seed, round_dir(ctx.run_dir, 0) / "model", train_cfg, ctx.device, seed=recipe.seed, report_to=ctx.tracker.report_to))
+            labelled = ctx.data.seed_sft.rename(columns={"answer": "completion"})
+            train_cfg = replace(recipe.train, epochs=recipe.seed_sft.epochs)
+            out = round_dir(ctx.run_dir, 0) / "model"
+            m.update(train(ctx, ctx.base_model, labelled, out, train_cfg, seed=derive(recipe.seed, "seed_sft")))
     if not state.done(0, "eval"):
         with ctx.phase(0, "eval") as m:
             m.update(evaluate_round(ctx, 0))
@@ -229,11 +201,9 @@ def disk_error(e: BaseException) -> str | None:
 def run(recipe: Recipe, allow_changes: bool = False) -> Path:
     """Run (or resume) every round of a recipe; returns the run directory."""
     run_dir = Path(recipe.output_dir)
-    ctx_parts = run_setup.prepare(recipe, run_dir, allow_changes=allow_changes)
-    if ctx_parts is None:
+    ctx = run_setup.prepare(recipe, run_dir, allow_changes=allow_changes)
+    if ctx is None:
         return run_dir  # already finished; prepare() said so
-    ctx = RunContext(recipe=recipe, run_dir=run_dir, **ctx_parts)
-    ctx.data = render_task(ctx.data, recipe.model, ctx.base_model)  # chat template, if the recipe asks
     try:
         records = [run_round_zero(ctx)]
         for r in range(1, recipe.rounds + 1):
@@ -251,7 +221,7 @@ def run(recipe: Recipe, allow_changes: bool = False) -> Path:
             f"run the same command again to resume."
         ) from e
     finally:
-        ctx.generators.release()
+        ctx.generators.close()
         if ctx.pool is not None:
             ctx.pool.close()
         ctx.tracker.close()

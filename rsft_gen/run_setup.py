@@ -1,39 +1,39 @@
-"""Everything a run needs before its first round: the run directory, the resolved
-recipe (and the check that a resumed run uses the same one), the prompt sets,
-the starting model, the device, the tracker and the generator cache.
+"""Everything a run needs before its first round, as one finished `RunContext`.
+
+    ctx = prepare(recipe, Path(recipe.output_dir))   # None: the run is already complete
+    ctx.state.model_of(r, ctx.base_model)            # the checkpoint round r produced (state.py decides)
+
+prepare() takes the run lock, checks a resumed run uses the same recipe, and
+builds the prompt sets (chat template applied, if the recipe asks), the starting
+model, the device, the tracker and the generator cache.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import torch
 from omegaconf import OmegaConf
 
-from rsft_gen import run_lock
+from rsft_gen import faults, run_lock
+from rsft_gen.backends import GeneratorCache, pick_device
 from rsft_gen.config import Recipe, RecipeError, to_dict, to_yaml
 from rsft_gen.data import TaskData, make_task
-from rsft_gen.generate import Generator, make_generator
 from rsft_gen.model_source import resolve_base_model
-from rsft_gen.state import RunState, publish_dir, remove_leftovers, round_dir, write_parquet, write_text
+from rsft_gen.prompts import render_task
+from rsft_gen.state import RunState, publish_dir, remove_leftovers, write_parquet, write_text
 from rsft_gen.tiny_model import build_tiny_model
-from rsft_gen.tracking import make_tracker
+from rsft_gen.tracking import Tracker, make_tracker
 
 log = logging.getLogger("rsft_gen")
 # Keys that may differ on resume without changing results.
 HARMLESS_PREFIXES = ("tracking.", "rounds", "eval.batch_size", "generate.batch_size", "generate.vllm.", "generate.vllm_lifecycle",
                      "generate.executor", "generate.workers", "generate.worker_", "generate.ray_address")  # where shards run: same samples
-
-
-def pick_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RecipeError("recipe key 'device' is 'cuda' but no CUDA device is visible; use device=cpu or device=auto.")
-    return name
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -104,34 +104,6 @@ def prepare_base_model(recipe: Recipe, run_dir: Path) -> str:
     return str(target)
 
 
-def checkpoint_error(model_dir: str, e: Exception) -> Exception:
-    """A checkpoint that does not load: say which, why, and how to get past it."""
-    if isinstance(e, (MemoryError, RecipeError)) or "out of memory" in str(e).lower():
-        return e
-    path = Path(model_dir)
-    if path.name == "model" and path.parent.name.startswith("round_"):  # one of the run's own checkpoints
-        r = int(path.parent.name.split("_")[1])
-        return RecipeError(
-            f"checkpoint '{path}' could not be loaded ({type(e).__name__}: {e}); it is corrupt or truncated "
-            f"(a crash or a full disk while it was copied?). Delete the directory '{path}' and run the same command "
-            f"again: round {r}'s train phase, and every phase after it, is redone."
-        )
-    return RecipeError(f"model '{model_dir}' could not be loaded ({type(e).__name__}: {e}); check recipe key 'model.path' points at a complete saved model.")
-
-
-def forget_missing_checkpoints(state: RunState, run_dir: Path) -> None:
-    """A round marked trained whose model/ is gone (deleted after a corrupt-checkpoint error) is redone from its train phase."""
-    carried = state.get("carried_models", {})
-    for r in sorted(int(k) for k in state.data["completed"]):
-        if state.done(r, "train") and str(r) not in carried and not (round_dir(run_dir, r) / "model").exists():
-            log.warning("round %d is marked trained but %s is missing: redoing round %d from its train phase", r, round_dir(run_dir, r) / "model", r)
-            done = state.data["completed"]
-            state.data["completed"] = {k: v for k, v in done.items() if int(k) < r} | {str(r): [p for p in done[str(r)] if p not in ("train", "eval")]}
-            state.data["logged_rounds"] = [i for i in state.logged_rounds() if i < r]
-            state.set("finished", False)
-            return
-
-
 def check_rewards(recipe: Recipe) -> None:
     """Load every reward now, so a misspelt name fails before hours of generation, not after."""
     from rsft_gen.rewards import load
@@ -140,38 +112,39 @@ def check_rewards(recipe: Recipe) -> None:
         load(spec)
 
 
-class GeneratorCache:
-    """One live generator at a time, rebuilt (or reloaded) when the model changes."""
+@dataclass
+class RunContext:
+    """What every phase of a run reads: built once by `prepare`, complete when it returns."""
 
-    def __init__(self, recipe: Recipe, device: str):
-        self.recipe, self.device = recipe, device
-        self.current: Generator | None = None
-        self.model_dir: str | None = None
+    recipe: Recipe
+    run_dir: Path
+    state: RunState
+    device: str
+    data: TaskData  # prompts rendered as the model sees them (chat template, if the recipe asks)
+    base_model: str
+    tracker: Tracker
+    generators: GeneratorCache
+    timings: dict = field(default_factory=dict)
+    pool: object = None  # generate.executor: ray: the RayShardPool, started at the first shard
 
-    def get(self, model_dir: str) -> Generator:
-        if self.current is not None and self.model_dir == model_dir:
-            return self.current
-        try:
-            if self.current is not None and hasattr(self.current, "load_weights"):
-                self.current.load_weights(model_dir)  # engines that can swap weights in place keep running
-            else:
-                self.release()
-                self.current = make_generator(self.recipe.generate, model_dir, self.device)
-        except Exception as e:
-            raise checkpoint_error(model_dir, e) from e
-        self.model_dir = model_dir
-        return self.current
+    def model_of(self, r: int) -> str:
+        """The checkpoint that round r produced (RunState.model_of: carried, round_NN/model, round 0 = base)."""
+        return self.state.model_of(r, self.base_model)
 
-    def release(self) -> None:
-        if self.current is not None and hasattr(self.current, "load_weights"):
-            if hasattr(self.current, "sleep"):
-                self.current.sleep()  # frees the engine's memory; load_weights wakes it
-        elif self.current is not None:
-            self.current.close()
-            self.current, self.model_dir = None, None
+    @contextmanager
+    def phase(self, r: int, name: str):
+        """Time a phase and mark it complete (with its metrics) only if it finishes."""
+        start = time.perf_counter()
+        metrics: dict = {}
+        yield metrics
+        seconds = time.perf_counter() - start
+        metrics[f"time/{name}_s"] = seconds
+        faults.check(r, name)  # tests: die here, outputs written but the phase not yet marked
+        self.state.complete(r, name, metrics)
+        log.info("round %d: %s done in %.1fs", r, name, seconds)
 
 
-def prepare(recipe: Recipe, run_dir: Path, allow_changes: bool = False) -> dict | None:
+def prepare(recipe: Recipe, run_dir: Path, allow_changes: bool = False) -> RunContext | None:
     """Set up (or reopen) the run directory; None when the run is already finished.
 
     Takes the directory's run lock (rsft_gen/run_lock.py) for the run's lifetime: the loop
@@ -185,7 +158,7 @@ def prepare(recipe: Recipe, run_dir: Path, allow_changes: bool = False) -> dict 
         raise RecipeError(f"output directory '{run_dir}' is not writable ({e.strerror}); set output_dir to a writable path.") from None
     run_lock.acquire(run_dir)
     try:
-        parts = _prepare_locked(recipe, run_dir, allow_changes)
+        ctx = _prepare_locked(recipe, run_dir, allow_changes)
     except OSError as e:  # an unreadable data file, a full disk while building the base model, ...: one line, not a traceback
         run_lock.release(run_dir)
         where = f" ({e.filename})" if e.filename else ""
@@ -194,18 +167,18 @@ def prepare(recipe: Recipe, run_dir: Path, allow_changes: bool = False) -> dict 
     except BaseException:
         run_lock.release(run_dir)
         raise
-    if parts is None:
+    if ctx is None:
         run_lock.release(run_dir)
-    return parts
+    return ctx
 
 
-def _prepare_locked(recipe: Recipe, run_dir: Path, allow_changes: bool) -> dict | None:
+def _prepare_locked(recipe: Recipe, run_dir: Path, allow_changes: bool) -> RunContext | None:
     if removed := remove_leftovers(run_dir):  # we hold the lock: these belong to a writer that was killed
         log.info("%s: removed %d temporary files/directories left by an interrupted run", run_dir, removed)
     check_resume(run_dir, recipe, allow_changes)
     check_rewards(recipe)
     state = RunState(run_dir)
-    forget_missing_checkpoints(state, run_dir)
+    state.forget_missing_checkpoints()
     if state.get("finished") and state.get("rounds_done", -1) >= recipe.rounds:
         print(f"{run_dir}: all {recipe.rounds} rounds are already complete; nothing to do. (metrics: {run_dir / 'metrics.jsonl'})")
         return None
@@ -214,14 +187,18 @@ def _prepare_locked(recipe: Recipe, run_dir: Path, allow_changes: bool) -> dict 
     write_text(run_dir / "config.yaml", to_yaml(recipe))
     device = pick_device(recipe.device)
     log.info("run directory %s, device %s", run_dir, device)
-    return {
-        "state": state,
-        "device": device,
-        "data": load_or_make_data(recipe, run_dir),
-        "base_model": prepare_base_model(recipe, run_dir),
-        "tracker": make_tracker(recipe, run_dir, state),
-        "generators": GeneratorCache(recipe, device),
-    }
+    data = load_or_make_data(recipe, run_dir)  # before the base model: a bad data key fails before anything is built
+    base_model = prepare_base_model(recipe, run_dir)
+    return RunContext(
+        recipe=recipe,
+        run_dir=run_dir,
+        state=state,
+        device=device,
+        data=render_task(data, recipe.model, base_model),  # chat template, if the recipe asks
+        base_model=base_model,
+        tracker=make_tracker(recipe, run_dir, state),
+        generators=GeneratorCache(recipe, device),
+    )
 
 
 def print_round_summary(records: list[dict]) -> None:

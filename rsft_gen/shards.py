@@ -2,13 +2,21 @@
 
     jobs = plan_shards(recipe, r, prompts, shard_dir)          # one ShardJob per generate.shard_prompts prompts
     todo = [job for job in jobs if not job.on_disk()]          # a resumed round keeps what it already has
-    stats = run_local(todo, lambda: generators.get(model_dir))  # or RayShardPool(recipe).run(todo, model_dir)
+    if shard_executor(recipe) == "local":
+        stats = run_local(todo, lambda: generators.get(model_dir, prompts=prompts))
+    else:
+        stats = RayShardPool(recipe).run(todo, model_dir)
     cands = read_shards(jobs, prompts)
 
-A shard is seeded by (seed, round, shard index) alone and written atomically to
+A shard is seeded by (seed, round, shard index) alone (`shard_seed`, the one place
+generation seeds come from: rsft_gen/seeds.py) and written atomically to
 round_XX/candidates/shard_NNNNN.parquet, so its rows do not depend on which
 process, machine or attempt computed it: the local loop and every executor
 (rsft_gen/executor_ray.py) produce the same candidates.parquet, row for row.
+
+The backend decides two things here, and only here: `dataset` (reference completions,
+log q = -log N uniform over the whole prompt set) is one shard of the whole set, and
+it runs in this process whatever generate.executor says (there is nothing to sample).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from typing import Callable
 
 import pandas as pd
 
-from rsft_gen import faults
+from rsft_gen import faults, seeds
 from rsft_gen.config import Recipe, records_log_q
 from rsft_gen.generate import Generator, SamplingSettings, candidates_frame
 from rsft_gen.state import write_parquet
@@ -48,12 +56,22 @@ class ShardStats:
 
 
 def shard_seed(recipe: Recipe, r: int, i: int) -> int:
-    return (recipe.seed * 1000 + r) * 100_000 + i
+    return seeds.derive(recipe.seed, "generate", round=r, shard=i)
 
 
-def plan_shards(recipe: Recipe, r: int, prompts: pd.DataFrame, shard_dir: Path, size: int | None = None) -> list[ShardJob]:
-    """Every shard of round r: generate.shard_prompts prompts each (or `size`), in prompt order."""
-    size = max(size or recipe.generate.shard_prompts, 1)
+def shard_size(recipe: Recipe, prompts: pd.DataFrame) -> int:
+    """generate.shard_prompts; the dataset backend: the whole prompt set (its log q is uniform over all of it)."""
+    return len(prompts) if recipe.generate.backend == "dataset" else recipe.generate.shard_prompts
+
+
+def shard_executor(recipe: Recipe) -> str:
+    """Where the shards run: generate.executor, except the dataset backend's, which samples nothing (local)."""
+    return "local" if recipe.generate.backend == "dataset" else recipe.generate.executor
+
+
+def plan_shards(recipe: Recipe, r: int, prompts: pd.DataFrame, shard_dir: Path) -> list[ShardJob]:
+    """Every shard of round r, `shard_size` prompts each, in prompt order."""
+    size = max(shard_size(recipe, prompts), 1)
     log_q = records_log_q(recipe)
     return [
         ShardJob(r, i, prompts.iloc[begin : begin + size], Path(shard_dir).resolve() / f"shard_{i:05d}.parquet",

@@ -3,7 +3,11 @@
     runs/NAME/
       config.yaml   state.json   metrics.jsonl   data/*.parquet
       round_00/     (starting model: seed SFT or the base model, and its eval)
-      round_01/ candidates.parquet scored.parquet accepted.parquet model/ eval.json
+      round_01/ candidates.parquet scored.parquet decided.parquet accepted.parquet model/ eval.json
+
+Each phase writes its own file (generate: candidates, reward: scored, accept: decided = scored
+plus accept_prob/accepted, select: accepted = the SFT set, train: model/, eval: eval.json) and
+never rewrites an earlier phase's. Which checkpoint round r uses is decided here (`RunState.model_of`).
 
 Every file is written atomically (temporary file in the same directory, flush,
 fsync, rename), so a crash leaves either the old file or the new one, never half.
@@ -13,15 +17,22 @@ A phase counts as done only once state.json says so.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
-PHASES = ("generate", "reward", "accept", "train", "eval")
+PHASES = ("generate", "reward", "accept", "select", "train", "eval")
+log = logging.getLogger("rsft_gen")
+
+
+class MissingCheckpointError(ValueError):
+    """A round has no checkpoint (never trained, or its model/ was deleted)."""
 
 
 @contextmanager
@@ -88,6 +99,10 @@ class RunState:
         self.run_dir = run_dir
         self.path = run_dir / "state.json"
         self.data = json.loads(self.path.read_text()) if self.path.exists() else {"completed": {}, "finished": False}
+        for r, phases in self.data["completed"].items():
+            # Written before select was a phase of its own: that accept phase also selected (no decided.parquet).
+            if "accept" in phases and "select" not in phases and not (round_dir(run_dir, int(r)) / "decided.parquet").exists():
+                phases.insert(phases.index("accept") + 1, "select")
 
     def done(self, round_idx: int, phase: str) -> bool:
         return phase in self.data["completed"].get(str(round_idx), [])
@@ -124,6 +139,49 @@ class RunState:
 
     def get(self, key: str, default=None):
         return self.data.get(key, default)
+
+    # --- checkpoints: which model each round uses, decided here only ---------------------------------------
+
+    def carried(self) -> dict[int, str]:
+        """Rounds that accepted nothing under accept.on_empty=carry -> the model they kept."""
+        return {int(k): v for k, v in self.get("carried_models", {}).items()}
+
+    def carry(self, r: int, model: str) -> None:
+        """Round r accepted nothing: it keeps `model` (the previous round's) as its own."""
+        self.set("carried_models", {**self.get("carried_models", {}), str(r): model})
+
+    def trained_rounds(self) -> list[int]:
+        """Rounds with a checkpoint of their own (round_NN/model) or a carried one."""
+        own = {int(p.parent.name[len("round_") :]) for p in self.run_dir.glob("round_*/model") if p.is_dir()}
+        return sorted(own | set(self.carried()))
+
+    def model_of(self, r: int, base_model: str | Callable[[], str]) -> str:
+        """The checkpoint round r produced: a carried model, else round_NN/model; round 0 without
+        one (no seed SFT) is the starting model, `base_model` (a callable: built only if needed).
+        Raises MissingCheckpointError for a later round without a model."""
+        if r in (carried := self.carried()):
+            return carried[r]
+        model = round_dir(self.run_dir, r) / "model"
+        if model.exists():
+            return str(model)
+        if r == 0:
+            return base_model() if callable(base_model) else base_model
+        have = ", ".join(str(i) for i in sorted(set(self.trained_rounds()) | {0}))
+        raise MissingCheckpointError(f"{model} does not exist: round {r} of {self.run_dir} has no trained model; rounds with one: {have}.")
+
+    def forget_missing_checkpoints(self) -> None:
+        """A round marked trained whose model/ is gone (deleted after a corrupt-checkpoint error) is redone from its train phase."""
+        carried = self.carried()
+        for r in sorted(int(k) for k in self.data["completed"]):
+            model = round_dir(self.run_dir, r) / "model"
+            if self.done(r, "train") and r not in carried and not model.exists():
+                log.warning("round %d is marked trained but %s is missing: redoing round %d from its train phase", r, model, r)
+                done = self.data["completed"]
+                kept = [p for p in done[str(r)] if p not in ("train", "eval")]
+                self.data["completed"] = {k: v for k, v in done.items() if int(k) < r} | {str(r): kept}
+                self.data["logged_rounds"] = [i for i in self.logged_rounds() if i < r]
+                self.set("finished", False)
+                return
 
 
 def round_dir(run_dir: Path, round_idx: int) -> Path:

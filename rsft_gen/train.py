@@ -11,14 +11,14 @@ train in float32 without checkpointing; on GPUs, bf16 where supported.
 
 train.peft (LoRA) and train.freeze restrict what trains; the saved checkpoint is
 always a full transformers model (adapters merged) so any generator loads it.
-train.num_processes > 1 runs this same function under `accelerate launch`
-(see rsft_gen/train_launch.py).
+This runs in the calling process; for train.num_processes > 1 the loop calls
+rsft_gen/train_launch.py instead, which runs this function in each process of
+an `accelerate launch`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -102,10 +102,6 @@ def tokenize_sft(tokenizer, sft: pd.DataFrame, max_length: int | None) -> Datase
     return Dataset.from_dict(rows)
 
 
-def _in_launched_child() -> bool:
-    return os.environ.get("RSFT_GEN_TRAIN_CHILD") == "1"
-
-
 def freeze_parameters(model, patterns: list[str]) -> int:
     """Freeze every parameter whose name matches one of the regexes; returns how many tensors."""
     if not patterns:
@@ -157,19 +153,18 @@ def train_sft(
     device: str,
     seed: int,
     report_to: list[str] | None = None,
+    work_dir: Path | None = None,
 ) -> dict:
-    """Train model_dir on sft (prompt, completion) and publish the result at out_dir."""
-    if cfg.num_processes > 1 and not _in_launched_child():
-        from rsft_gen.train_launch import launch_train  # the same function, in N accelerate processes
+    """Train model_dir on sft (prompt, completion) and publish the result at out_dir.
 
-        return launch_train(model_dir, sft, out_dir, cfg, device, seed, report_to)
+    work_dir: where the trainer writes before publishing; train_launch names it, since every
+    process of a launched run must agree on it (default: a fresh temporary directory beside out_dir)."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32 if device == "cpu" else "auto")
     frozen = freeze_parameters(model, cfg.freeze)
     dataset = tokenize_sft(tokenizer, sft, cfg.max_length)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Every process of a launched run must agree on the directory, so it is named, not mkdtemp'd.
-    tmp_out = out_dir.parent / f".{out_dir.name}.partial" if _in_launched_child() else Path(tempfile.mkdtemp(prefix=".model.", dir=out_dir.parent))
+    tmp_out = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix=".model.", dir=out_dir.parent))
     args = sft_config(cfg, str(tmp_out / "trainer"), device, seed, report_to or [])
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(cfg))
     # Tokens the model actually sees (prompt + completion + EOS), for throughput.

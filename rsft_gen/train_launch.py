@@ -3,13 +3,13 @@
     train.num_processes: 4
     train.accelerate_config: configs/accelerate/deepspeed_zero2.yaml   # optional; default plain DDP
 
-The loop calls `train_sft` as usual; with num_processes > 1 it lands here,
-writes the SFT set and the settings next to the round's checkpoint, and runs
+With num_processes > 1 the loop calls `launch_train` instead of `train.train_sft`;
+it writes the SFT set and the settings next to the round's checkpoint, and runs
 
     accelerate launch --num_processes N [--config_file CFG] [--cpu] -m rsft_gen.train_launch WORK_DIR
 
-Each child runs the same `train_sft` (TRL + accelerate handle DDP, DeepSpeed
-or FSDP); rank 0 publishes the checkpoint and writes metrics.json, which the
+Each child (`main`) runs `train_sft` with that shared work directory (TRL +
+accelerate handle DDP, DeepSpeed or FSDP); rank 0 publishes the checkpoint and writes metrics.json, which the
 parent returns. `per_device_train_batch_size` is per process, as in TRL: the
 global batch is train.batch_size x num_processes x gradient_accumulation_steps.
 """
@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from rsft_gen.config import TrainConfig
+from rsft_gen.train import train_sft
 
 
 def _free_port() -> int:
@@ -55,22 +56,21 @@ def launch_train(model_dir, sft: pd.DataFrame, out_dir: Path, cfg: TrainConfig, 
     sft[["prompt", "completion"]].to_parquet(work / "sft.parquet")
     spec = {"model_dir": str(model_dir), "out_dir": str(out_dir), "cfg": asdict(cfg), "device": device, "seed": seed, "report_to": list(report_to or [])}
     (work / "spec.json").write_text(json.dumps(spec))
-    env = {**os.environ, "RSFT_GEN_TRAIN_CHILD": "1"}
     cmd = launch_command(cfg, work)
-    proc = subprocess.run(cmd, env=env)
+    proc = subprocess.run(cmd)
     if proc.returncode != 0:
         raise RuntimeError(f"training child processes failed (exit {proc.returncode}); command: {' '.join(cmd)}. Their output is above.")
     return json.loads((out_dir / "train_metrics.json").read_text())
 
 
 def main(work_dir: str) -> None:
-    from rsft_gen.train import train_sft
-
+    """One launched process: train_sft with the work directory every process shares."""
     work = Path(work_dir)
     spec = json.loads((work / "spec.json").read_text())
     sft = pd.read_parquet(work / "sft.parquet")
     out_dir = Path(spec["out_dir"])
-    metrics = train_sft(spec["model_dir"], sft, out_dir, TrainConfig(**spec["cfg"]), spec["device"], spec["seed"], spec["report_to"])
+    metrics = train_sft(spec["model_dir"], sft, out_dir, TrainConfig(**spec["cfg"]), spec["device"], spec["seed"],
+                        spec["report_to"], work_dir=work)
     if int(os.environ.get("RANK", "0")) == 0:
         (out_dir / "train_metrics.json").write_text(json.dumps(metrics))
 

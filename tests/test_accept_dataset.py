@@ -19,7 +19,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from reward.model_loss import model_loss
 from rsft_gen.accept import decide
 from rsft_gen.config import AcceptConfig, GenerateConfig, RewardSpec
-from rsft_gen.generate import SamplingSettings, candidates_frame, make_generator
+from rsft_gen.backends import GeneratorCache, eval_backend, make_generator
+from rsft_gen.config import load_recipe
+from rsft_gen.generate import SamplingSettings, candidates_frame
 from rsft_gen.generate_dataset import DatasetGenerator
 from rsft_gen.generate_hf import HFGenerator
 from rsft_gen.loop import with_model_path
@@ -42,10 +44,18 @@ def test_dataset_generator_returns_the_reference_completions(tiny_model_dir):
 
 
 def test_dataset_backend_evaluates_by_sampling(tiny_model_dir):
-    # Without a prompt set (evaluation), the dataset backend samples the model with HF.
-    gen = make_generator(GenerateConfig(backend="dataset"), tiny_model_dir, "cpu")
+    # The dataset backend has no model to sample: evaluation uses eval.backend (unset: hf), never a silent swap.
+    recipe = load_recipe(None, ["generate.backend=dataset"])
+    gen = make_generator(recipe.generate, tiny_model_dir, "cpu", backend=eval_backend(recipe))
     assert isinstance(gen, HFGenerator)
     gen.close()
+    with pytest.raises(ValueError, match="dataset backend samples nothing"):
+        make_generator(GenerateConfig(backend="dataset"), tiny_model_dir, "cpu")
+    assert eval_backend(load_recipe(None, ["generate.backend=dataset", "eval.backend=vllm"])) == "vllm"
+    cache = GeneratorCache(recipe, "cpu")  # one cache: the round's dataset generator, then the eval sampler
+    assert isinstance(cache.get(tiny_model_dir, prompts=PROMPTS), DatasetGenerator)
+    assert isinstance(cache.get(tiny_model_dir, backend=eval_backend(recipe)), HFGenerator)
+    cache.close()
 
 
 def test_model_loss_is_the_mean_token_loss_of_the_completion(tiny_model_dir):
@@ -111,7 +121,7 @@ def test_dataset_backend_model_loss_round_end_to_end(fast_recipe):
         "select.max_per_prompt=null",
     )
     run_dir = run(recipe)
-    scored = pd.read_parquet(run_dir / "round_01" / "scored.parquet")
+    scored = pd.read_parquet(run_dir / "round_01" / "decided.parquet")  # scored.parquet + the accept decisions
     prompts = pd.read_parquet(run_dir / "data" / "train.parquet")
     assert len(scored) == 48 and (scored.completion == scored.answer).all()
     np.testing.assert_allclose(scored.log_q, -math.log(48))

@@ -129,7 +129,7 @@ def test_zero_accepted_with_on_empty_stop(tmp_path, capsys):
     assert f"round 1 accepted no samples (see {out / 'round_01' / 'scored.parquet'}); stopping as accept.on_empty=stop" in err
     assert "set accept.on_empty=carry" in err
     state = json.loads((out / "state.json").read_text())
-    assert state["completed"]["1"] == ["generate", "reward", "accept"] and (out / "round_00/model/config.json").exists()
+    assert state["completed"]["1"] == ["generate", "reward", "accept", "select"] and (out / "round_00/model/config.json").exists()
 
 
 def test_zero_accepted_with_on_empty_carry(tmp_path, capsys, caplog):
@@ -170,7 +170,7 @@ def test_corrupt_checkpoint_names_it_and_says_what_to_do(finished_run, tmp_path,
     assert rc == 2
     assert f"checkpoint '{out / 'round_01/model'}' could not be loaded" in err and "corrupt or truncated" in err
     assert f"Delete the directory '{out / 'round_01/model'}' and run the same command again" in err
-    assert json.loads((out / "state.json").read_text())["completed"]["1"] == ["generate", "reward", "accept", "train", "eval"]
+    assert json.loads((out / "state.json").read_text())["completed"]["1"] == ["generate", "reward", "accept", "select", "train", "eval"]
     # Doing what it says works: round 1 is retrained from its accepted set, round 2 runs.
     shutil.rmtree(out / "round_01/model")
     assert run_cli(capsys, out, "rounds=2")[0] == 0
@@ -197,6 +197,6 @@ def test_full_disk_keeps_state_and_earlier_rounds(finished_run, tmp_path):
         if rel not in ("state.json", "config.yaml"):
             assert after[rel] == data, rel
     state = json.loads(after["state.json"])
-    assert state["completed"]["1"] == ["generate", "reward", "accept", "train", "eval"]
-    assert state["completed"]["2"] == ["generate", "reward", "accept"]
+    assert state["completed"]["1"] == ["generate", "reward", "accept", "select", "train", "eval"]
+    assert state["completed"]["2"] == ["generate", "reward", "accept", "select"]
     assert not [r for r in after if r.endswith(".tmp")]

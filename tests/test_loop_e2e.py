@@ -33,8 +33,9 @@ def test_run_directory_has_the_documented_layout(two_round_run):
         cands = pd.read_parquet(rd / "candidates.parquet")
         assert len(cands) == recipe.data.train_prompts * recipe.generate.n
         assert {"prompt_id", "completion", "num_tokens", "log_q"} <= set(cands.columns)
-        scored = pd.read_parquet(rd / "scored.parquet")
+        scored = pd.read_parquet(rd / "decided.parquet")  # the reward phase's scored.parquet + the accept decisions
         assert {"reward", "accept_prob", "accepted"} <= set(scored.columns)
+        assert not {"accept_prob", "accepted"} & set(pd.read_parquet(rd / "scored.parquet").columns)  # left as written
         accepted = pd.read_parquet(rd / "accepted.parquet")
         # Only correct answers were accepted (as numbers: exact_match takes "+78" for 78), deduplicated per prompt.
         joined = accepted.merge(pd.read_parquet(out / "data/train.parquet"), on="prompt_id")

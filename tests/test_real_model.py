@@ -52,7 +52,7 @@ def test_one_round_of_the_real_model_through_the_cli(cli_run, cache):
     # A real BPE tokenizer and chat template: the prompt is SmolLM2's ChatML, token ids are from its 49k vocabulary.
     assert cands.prompt.str.startswith("<|im_start|>system\n").all() and cands.prompt.str.endswith("<|im_start|>assistant\n").all()
     assert max(max(ids) for ids in cands.token_ids) < 49152 and max(max(ids) for ids in cands.token_ids) > 255
-    scored = pd.read_parquet(out / "round_01/scored.parquet")
+    scored = pd.read_parquet(out / "round_01/decided.parquet")  # scored.parquet + the accept decisions
     assert scored["reward/reasoning_gym"].between(0, 1).all()
     assert (scored.accepted == (scored["reward/reasoning_gym"] >= 1.0)).all()
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

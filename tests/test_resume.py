@@ -34,7 +34,7 @@ ARGS = [
 FAULTS = [
     "round=0,phase=train", "round=0,phase=eval",
     "round=1,phase=generate,shard=1", "round=1,phase=generate", "round=1,phase=reward",
-    "round=1,phase=accept", "round=1,phase=train", "round=1,phase=eval",
+    "round=1,phase=accept", "round=1,phase=select", "round=1,phase=train", "round=1,phase=eval",
     "round=2,phase=generate,shard=0",
 ]
 NOT_COMPARED = ("time/", "train/seconds")  # wall-clock timings differ run to run; so does throughput (*per_s)

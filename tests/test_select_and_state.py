@@ -90,3 +90,74 @@ def test_a_run_written_before_newer_keys_existed_resumes(tmp_path):
     # A real change is still refused, including one of a key the old file lacks.
     with pytest.raises(RecipeError, match="eval.correct.threshold: 1.0 -> 0.5"):
         check_resume(tmp_path, load_recipe("recipes/addition_tiny.yaml", [f"output_dir={tmp_path}", "eval.correct.threshold=0.5"]), False)
+
+
+def test_run_state_decides_which_checkpoint_each_round_uses(tmp_path):
+    from rsft_gen.state import MissingCheckpointError, round_dir
+
+    s = RunState(tmp_path)
+    built = []
+    base = lambda: built.append(1) or "BASE"  # noqa: E731  (built only when round 0 has no model of its own)
+    assert s.model_of(0, "BASE") == "BASE" and s.trained_rounds() == []
+    (round_dir(tmp_path, 1) / "model").mkdir(parents=True)
+    s.carry(2, s.model_of(1, base))  # round 2 accepted nothing: it keeps round 1's model
+    assert RunState(tmp_path).model_of(2, base) == str(tmp_path / "round_01" / "model") and built == []
+    assert s.trained_rounds() == [1, 2]
+    with pytest.raises(MissingCheckpointError, match="round 3 of .* has no trained model; rounds with one: 0, 1, 2"):
+        s.model_of(3, base)
+    # A trained round whose model/ is gone is redone from its train phase, and so is every later round.
+    for r in (1, 3):
+        for phase in ("generate", "reward", "accept", "select", "train", "eval"):
+            s.mark(r, phase)
+    s.mark_logged(1)
+    (round_dir(tmp_path, 1) / "model").rmdir()
+    s.forget_missing_checkpoints()
+    again = RunState(tmp_path)
+    assert again.data["completed"] == {"1": ["generate", "reward", "accept", "select"]} and again.logged_rounds() == set()
+
+
+def test_a_run_from_before_the_select_phase_resumes_after_its_accept(tmp_path):
+    """Its accept phase also selected and wrote no decided.parquet: select counts as done."""
+    (tmp_path / "state.json").write_text(json.dumps({"completed": {"1": ["generate", "reward", "accept", "train"]}}))
+    s = RunState(tmp_path)
+    assert s.done(1, "select") and s.data["completed"]["1"] == ["generate", "reward", "accept", "select", "train"]
+    (tmp_path / "round_02").mkdir()
+    write_parquet(tmp_path / "round_02" / "decided.parquet", decided_frame())  # a new-style accept: select still to do
+    (tmp_path / "state.json").write_text(json.dumps({"completed": {"2": ["generate", "reward", "accept"]}}))
+    assert not RunState(tmp_path).done(2, "select")
+
+
+def test_seeds_differ_by_stage_round_and_run():
+    from rsft_gen.seeds import STAGES, derive
+
+    assert derive(0, "accept", 1) != derive(0, "select", 1)  # accept and select draw independently
+    assert derive(1, "train", 0) != derive(0, "train", 1)  # `seed + round` gave these the same seed
+    seeds = {derive(s, stage, r, i) for s in range(3) for stage in STAGES for r in range(3) for i in range(3)}
+    assert len(seeds) == 3 * len(STAGES) * 27 // 3 and all(0 <= x < 2**32 for x in seeds)
+    assert derive(0, "generate", 1, 2) == derive(0, "generate", 1, 2)  # a pure function of its four inputs
+
+
+def test_config_command_prints_every_key_with_type_value_and_help(capsys):
+    from dataclasses import fields, is_dataclass
+
+    from rsft_gen.cli import main
+    from rsft_gen.config import Recipe
+
+    def leaves(obj, prefix=""):
+        for f in fields(obj):
+            v = getattr(obj, f.name)
+            assert f.metadata.get("help"), f"{prefix}{f.name} has no help"
+            if is_dataclass(v):
+                yield from leaves(v, f"{prefix}{f.name}.")
+            elif f.name != "rewards":
+                yield prefix + f.name
+
+    assert main(["config", "recipes/addition_tiny.yaml", "rounds=2"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    for key in leaves(Recipe()):
+        row = next(i for i, line in enumerate(lines) if line.split()[0] == key)
+        assert lines[row + 1].strip().startswith("# "), key  # its help on the next line
+    assert "rounds" in out and "2 (default 3)" in next(line for line in lines if line.startswith("rounds "))
+    assert any(line.startswith("rewards[0].name ") for line in lines)
+    assert main(["config", "rouds=1"]) == 2 and "Did you mean 'rounds'?" in capsys.readouterr().err

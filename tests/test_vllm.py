@@ -97,12 +97,12 @@ def test_load_weights_in_place_matches_a_fresh_model(vllm_engine, tiny_model_dir
     other = str(build_tiny_model(tmp_path / "other", TinyModelConfig(), seed=1))
     settings = SamplingSettings(n=4, temperature=0.7, top_p=0.9, max_new_tokens=8, seed=1)
     try:
-        vllm_engine.load_weights(other)
+        vllm_engine.reload(other)
         cands = vllm_engine.generate(list(range(len(PROMPTS))), PROMPTS, settings, progress=False)
         diff = np.abs(np.array([c.log_q for c in cands]) - hf_log_q(other, cands, PROMPTS, 0.7, 0.9))
         assert diff.max() < 1e-3  # every layer, the tied lm_head included, now holds the new weights
     finally:
-        vllm_engine.load_weights(tiny_model_dir)
+        vllm_engine.reload(tiny_model_dir)
 
 
 @pytest.mark.slow
