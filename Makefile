@@ -1,6 +1,6 @@
 # The two commands of the README. Each sets up .venv on a fresh machine first.
 #   make demo        # SmolLM2-135M-Instruct gets better at reasoning-gym's chain_sum (2 CPU cores, no downloads)
-#   make test        # run the test suite
+#   make test        # ruff check, then the test suite
 #   make demo-tiny   # the quick smoke run: a 0.34M model built in code learns addition
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -40,6 +40,7 @@ demo-tiny: $(VENV)/.installed sandbox
 	$(VENV)/bin/rsft-gen run recipes/addition_tiny.yaml
 
 test: $(VENV)/.installed sandbox
+	$(VENV)/bin/ruff check .  # lint (pyproject.toml [tool.ruff]) before the tests
 	$(PY) -m pytest -q
 
 clean:

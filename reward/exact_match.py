@@ -34,8 +34,8 @@ When both sides read as numbers they are compared as numbers ("41.0" == "41",
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 # The last number, found by matching the mirrored pattern of -?\d[\d,]*(?:\.\d+)? on the
 # reversed text: one left-to-right search instead of finding every number.

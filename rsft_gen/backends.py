@@ -68,8 +68,10 @@ def make_generator(
     name = resolve_backend(backend or cfg.backend)
     if name == "dataset":
         if prompts is None:
-            raise ValueError("the dataset backend samples nothing (its candidates are the prompt set's reference "
-                             "completions) and needs the prompt set; to sample a model use hf or vllm (eval.backend).")
+            raise ValueError(
+                "the dataset backend samples nothing (its candidates are the prompt set's reference "
+                "completions) and needs the prompt set; to sample a model use hf or vllm (eval.backend)."
+            )
         from rsft_gen.generate_dataset import DatasetGenerator
 
         return DatasetGenerator(prompts, model_dir)
@@ -124,7 +126,9 @@ class GeneratorCache:
                 self.current.reload(model_dir)  # engines that can swap weights in place keep running
             else:
                 self.close()
-                self.current = make_generator(self.recipe.generate, model_dir, self.device, prompts=prompts, backend=backend)
+                self.current = make_generator(
+                    self.recipe.generate, model_dir, self.device, prompts=prompts, backend=backend
+                )
         except Exception as e:
             raise checkpoint_error(model_dir, e) from e
         self.key = (backend, model_dir)

@@ -1,22 +1,23 @@
 """The `rsft-gen` command.
 
-    rsft-gen run recipes/addition_tiny.yaml rounds=2 generate.n=4
-    rsft-gen eval runs/addition_tiny --round 2
-    rsft-gen report runs/addition_tiny
-    rsft-gen rewards
-    rsft-gen config [RECIPE] [key=value ...]   # every key: type, value (or default), help
+rsft-gen run recipes/addition_tiny.yaml rounds=2 generate.n=4
+rsft-gen eval runs/addition_tiny --round 2
+rsft-gen report runs/addition_tiny
+rsft-gen rewards
+rsft-gen config [RECIPE] [key=value ...]   # every key: type, value (or default), help
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     for noisy in ("httpx", "urllib3", "datasets", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -73,16 +74,22 @@ def cmd_config(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rsft-gen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="rsft-gen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run or resume a recipe")
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=2 generate.n=4")
-    p.add_argument("--allow-recipe-change", action="store_true", help="resume even though results-relevant keys changed")
+    p.add_argument(
+        "--allow-recipe-change", action="store_true", help="resume even though results-relevant keys changed"
+    )
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("eval", help="evaluate a round's checkpoint (or the starting model) of a run or recipe")
     p.add_argument("target", metavar="RECIPE_OR_RUN_DIR")
-    p.add_argument("--round", type=int, default=None, help="round to evaluate (0 = starting model; default: the latest trained)")
+    p.add_argument(
+        "--round", type=int, default=None, help="round to evaluate (0 = starting model; default: the latest trained)"
+    )
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. eval.n=16 'eval.k=[1,4,16]'")
     p.set_defaults(fn=cmd_eval)
     p = sub.add_parser("report", help="write report.md and report.png for a run and print its table")
@@ -112,8 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # the machine, not the code: a missing or unreadable file, a full disk, a lost mount
         logging.getLogger("rsft_gen").debug("OSError", exc_info=True)
         where = f": '{e.filename}'" if e.filename else ""
-        print(f"rsft-gen: error: {e.strerror or e}{where} ({type(e).__name__}); fix that path and run the same command again "
-              f"(a run resumes where it stopped).", file=sys.stderr)
+        print(
+            f"rsft-gen: error: {e.strerror or e}{where} ({type(e).__name__}); fix that path and run the same command "
+            f"again (a run resumes where it stopped).",
+            file=sys.stderr,
+        )
         return 2
 
 

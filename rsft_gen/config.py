@@ -51,8 +51,11 @@ class TinyModelConfig:
 
 @dataclass
 class ModelConfig:
-    path: str = opt("tiny", "'tiny' (built in code), a local dir, a hub id, a .gguf file (converted once, cached by hash) "
-                            "or a packaged model such as smollm2-135m-instruct (rsft_gen/model_source.py)")
+    path: str = opt(
+        "tiny",
+        "'tiny' (built in code), a local dir, a hub id, a .gguf file (converted once, cached by hash) "
+        "or a packaged model such as smollm2-135m-instruct (rsft_gen/model_source.py)",
+    )
     gguf_file: Optional[str] = opt(None, "a GGUF file inside the directory model.path")
     tiny: TinyModelConfig = opt(factory=TinyModelConfig, help="the model built when model.path is 'tiny'")
     dtype: str = opt("auto", "auto: float32 on CPU, bf16 on GPUs that support it")
@@ -74,17 +77,25 @@ class DataConfig:
     prompt_field: str = opt("prompt", "the column holding the prompt")
     answer_field: str = opt("answer", "the column holding the reference answer")
     subsample: Optional[int] = opt(None, "keep this many rows of each split, drawn with the run's seed")
-    prompt_template: Optional[str] = opt(None, "the prompt as a Python format string over the row's fields, "
-                                               "e.g. '{text}\\nTests: {test_list[0]}'")
-    answer_pattern: Optional[str] = opt(None, "regex; the gold answer becomes its first group, e.g. '####\\s*(.+)' (GSM8K)")
-    tasks: list[Any] = opt(factory=list, help="reasoning_gym: task names, or {name, weight, config} mixes drawn by weight")
+    prompt_template: Optional[str] = opt(
+        None, "the prompt as a Python format string over the row's fields, e.g. '{text}\\nTests: {test_list[0]}'"
+    )
+    answer_pattern: Optional[str] = opt(
+        None, "regex; the gold answer becomes its first group, e.g. '####\\s*(.+)' (GSM8K)"
+    )
+    tasks: list[Any] = opt(
+        factory=list, help="reasoning_gym: task names, or {name, weight, config} mixes drawn by weight"
+    )
     prompt_suffix: str = opt("", "reasoning_gym: appended to every question, e.g. an instruction on the answer format")
 
     def check(self) -> Problems:
         if self.task in ("file", "hub") and not self.path:
             yield "data.path", f"is not set; data.task: {self.task} needs a file/directory or a data set name."
         if self.subsample is not None and self.subsample <= 0:
-            yield "data.subsample", f"is {self.subsample}; give a positive number of rows, or leave it unset to keep all."
+            yield (
+                "data.subsample",
+                f"is {self.subsample}; give a positive number of rows, or leave it unset to keep all.",
+            )
         if self.train_prompts <= 0:
             yield "data.train_prompts", f"is {self.train_prompts}; it must be positive."
 
@@ -104,22 +115,32 @@ class GenerateConfig:
     top_k: int = opt(0, "keep the k most likely tokens; 0 = off")
     max_new_tokens: int = opt(8, "longest completion in tokens")
     # On vLLM log q costs throughput: per-token log-probs pass through the engine's Python output path.
-    log_q: Optional[bool] = opt(None, "record log q (the sampled tokens' log-probability under the distribution that "
-                                      "drew them)? None: when the acceptance rule uses it (likelihood_ratio)")
+    log_q: Optional[bool] = opt(
+        None,
+        "record log q (the sampled tokens' log-probability under the distribution that "
+        "drew them)? None: when the acceptance rule uses it (likelihood_ratio)",
+    )
     batch_size: int = opt(256, "prompts per HF generate call")
     # Each shard is written on its own and seeded by its index, so a crash loses at most one shard
     # and a resumed round samples exactly the same candidates.
     shard_prompts: int = opt(1024, "prompts per generation shard (the unit a crash loses and a resume redoes)")
     vllm: dict[str, Any] = opt(factory=dict, help="passed to vllm.LLM(...) untouched, so any engine option works")
-    vllm_lifecycle: str = opt("auto", "auto | inplace (one engine per run, asleep while training, weights reloaded) "
-                                      "| restart (an engine per round)")
-    executor: str = opt("local", "where shards are sampled: local | ray (generate.workers Ray actors, the same candidates)")
+    vllm_lifecycle: str = opt(
+        "auto",
+        "auto | inplace (one engine per run, asleep while training, weights reloaded) | restart (an engine per round)",
+    )
+    executor: str = opt(
+        "local", "where shards are sampled: local | ray (generate.workers Ray actors, the same candidates)"
+    )
     workers: int = opt(2, "ray: actors in the pool")
-    ray_address: Optional[str] = opt(None, "ray: 'HEAD_IP:6379' or 'ray://HEAD_IP:10001'; None: RAY_ADDRESS, a cluster "
-                                           "on this node, else a local one")
+    ray_address: Optional[str] = opt(
+        None,
+        "ray: 'HEAD_IP:6379' or 'ray://HEAD_IP:10001'; None: RAY_ADDRESS, a cluster on this node, else a local one",
+    )
     worker_cpus: float = opt(1.0, "ray: CPUs per actor (its torch threads on CPU)")
-    worker_gpus: Optional[float] = opt(None, "ray: GPUs per actor; None: vLLM's tensor x pipeline parallel size if the "
-                                             "cluster has GPUs, else 0")
+    worker_gpus: Optional[float] = opt(
+        None, "ray: GPUs per actor; None: vLLM's tensor x pipeline parallel size if the cluster has GPUs, else 0"
+    )
 
     def check(self) -> Problems:
         if self.n <= 0:
@@ -129,11 +150,21 @@ class GenerateConfig:
         if not 0 < self.top_p <= 1:
             yield "generate.top_p", f"is {self.top_p}; it must be in (0, 1]."
         if self.shard_prompts <= 0:
-            yield "generate.shard_prompts", (f"is {self.shard_prompts}; it must be a positive number of prompts per "
-                                             f"generation shard (default 1024).")
+            yield (
+                "generate.shard_prompts",
+                (
+                    f"is {self.shard_prompts}; it must be a positive number of prompts per "
+                    f"generation shard (default 1024)."
+                ),
+            )
         if self.workers <= 0 or self.worker_cpus < 0 or (self.worker_gpus or 0) < 0:
-            yield "generate.workers", (f"is {self.workers} (worker_cpus {self.worker_cpus}, worker_gpus {self.worker_gpus}); "
-                                       f"give 1 or more workers and non-negative CPUs/GPUs per worker.")
+            yield (
+                "generate.workers",
+                (
+                    f"is {self.workers} (worker_cpus {self.worker_cpus}, worker_gpus {self.worker_gpus}); "
+                    f"give 1 or more workers and non-negative CPUs/GPUs per worker."
+                ),
+            )
         if self.max_new_tokens <= 0:
             yield "generate.max_new_tokens", "must be positive."
 
@@ -146,7 +177,9 @@ class RewardSpec:
     on_error: str = opt("raise", "raise | zero | skip: what a reward exception does")
     executor: str = opt("local", "local | ray: score chunks of the candidates as Ray tasks (CPU-heavy rewards)")
     # e.g. trl.rewards:get_soft_overlong_punishment with {max_completion_len: 512, soft_punish_cache: 64}
-    factory: bool = opt(False, "true: `name` builds the reward: called once with `kwargs`, it returns the reward function")
+    factory: bool = opt(
+        False, "true: `name` builds the reward: called once with `kwargs`, it returns the reward function"
+    )
 
     def check(self, i: int) -> Problems:
         if self.on_error not in ("raise", "zero", "skip"):
@@ -157,18 +190,24 @@ class RewardSpec:
 
 @dataclass
 class AcceptConfig:
-    rule: str = opt("threshold", "threshold | best_of_n | top_fraction | all | likelihood_ratio "
-                                 "(rsft_gen.accept_rules.RULES)")
+    rule: str = opt(
+        "threshold", "threshold | best_of_n | top_fraction | all | likelihood_ratio (rsft_gen.accept_rules.RULES)"
+    )
     threshold: float = opt(1.0, "threshold: accept candidates whose reward is at least this")
     fraction: float = opt(0.25, "top_fraction: the share of candidates accepted")
     scope: str = opt("prompt", "top_fraction: per 'prompt' (RAFT local) or 'global'")
-    target: str = opt("reward_tilted", "likelihood_ratio: reward_tilted | model | reward_weighted "
-                                       "(p_i ∝ r_i, generate.backend: dataset)")
+    target: str = opt(
+        "reward_tilted",
+        "likelihood_ratio: reward_tilted | model | reward_weighted (p_i ∝ r_i, generate.backend: dataset)",
+    )
     beta: float = opt(1.0, "likelihood_ratio: temperature of the reward tilt exp(r / beta)")
     r_max: Any = opt(1.0, "likelihood_ratio: the largest reward, a number or 'per_prompt'")
     target_model: Optional[str] = opt(None, "likelihood_ratio, target: model: the model p is")
-    log_m: Any = opt("auto", "likelihood_ratio: log of the bound M: a number, 'auto' (pilot estimate), or 'per_prompt' "
-                             "(target: model; a pilot estimate per prompt)")
+    log_m: Any = opt(
+        "auto",
+        "likelihood_ratio: log of the bound M: a number, 'auto' (pilot estimate), or 'per_prompt' "
+        "(target: model; a pilot estimate per prompt)",
+    )
     pilot_fraction: float = opt(0.1, "likelihood_ratio: share of a round used to estimate M")
     log_m_margin: float = opt(0.0, "likelihood_ratio: added to the pilot estimate of log M")
     samples_per_prompt: Optional[int] = opt(None, "likelihood_ratio: RSO draw-without-replacement until this many")
@@ -180,15 +219,27 @@ class AcceptConfig:
         if not (self.r_max == "per_prompt" or isinstance(self.r_max, (int, float))):
             yield "accept.r_max", f"is '{self.r_max}'; give a number or 'per_prompt'."
         if not (self.log_m in ("auto", "per_prompt") or isinstance(self.log_m, (int, float))):
-            yield "accept.log_m", (f"is '{self.log_m}'; give a number (log of the bound M) or 'auto' (a pilot estimate), "
-                                   f"or 'per_prompt' (one per prompt).")
+            yield (
+                "accept.log_m",
+                (
+                    f"is '{self.log_m}'; give a number (log of the bound M) or 'auto' (a pilot estimate), "
+                    f"or 'per_prompt' (one per prompt)."
+                ),
+            )
         if not 0 < self.pilot_fraction <= 1:
-            yield "accept.pilot_fraction", (f"is {self.pilot_fraction}; it must be in (0, 1] (the share of a round used "
-                                            f"to estimate M).")
+            yield (
+                "accept.pilot_fraction",
+                (f"is {self.pilot_fraction}; it must be in (0, 1] (the share of a round used to estimate M)."),
+            )
         spp = self.samples_per_prompt
         if spp is not None and (spp <= 0 or self.target != "reward_tilted" or self.r_max != "per_prompt"):
-            yield "accept.samples_per_prompt", (f"is {spp}; RSO's draw-until-k needs a positive number with accept.target: "
-                                                f"reward_tilted and accept.r_max: per_prompt (or leave it unset).")
+            yield (
+                "accept.samples_per_prompt",
+                (
+                    f"is {spp}; RSO's draw-until-k needs a positive number with accept.target: "
+                    f"reward_tilted and accept.r_max: per_prompt (or leave it unset)."
+                ),
+            )
         if not 0 < self.fraction <= 1:
             yield "accept.fraction", f"is {self.fraction}; it must be in (0, 1]."
 
@@ -217,8 +268,9 @@ class TrainConfig:
     max_length: int = opt(64, "longest prompt + completion in tokens; longer examples are truncated")
     logging_steps: int = opt(10, "steps between trainer log lines")
     # Adapters are merged into the saved checkpoint, so generation (vLLM too) always loads a full model.
-    peft: dict[str, Any] = opt(factory=dict, help="LoRA: passed to peft.LoraConfig(task_type='CAUSAL_LM', **peft); "
-                                                  "empty = full fine-tuning")
+    peft: dict[str, Any] = opt(
+        factory=dict, help="LoRA: passed to peft.LoraConfig(task_type='CAUSAL_LM', **peft); empty = full fine-tuning"
+    )
     freeze: list[str] = opt(factory=list, help="parameter-name regexes (re.search) kept frozen")
     num_processes: int = opt(1, "> 1: the train phase runs as `accelerate launch` child processes")
     accelerate_config: Optional[str] = opt(None, "e.g. configs/accelerate/deepspeed_zero2.yaml; None: plain DDP")
@@ -227,27 +279,39 @@ class TrainConfig:
         if self.batch_size <= 0 or self.epochs <= 0:
             yield "train.batch_size / train.epochs", "must be positive."
         if self.num_processes <= 0:
-            yield "train.num_processes", f"is {self.num_processes}; it must be 1 (in-process) or more (accelerate launch)."
+            yield (
+                "train.num_processes",
+                f"is {self.num_processes}; it must be 1 (in-process) or more (accelerate launch).",
+            )
         if self.accelerate_config and not Path(self.accelerate_config).is_file():
-            yield "train.accelerate_config", (f"is '{self.accelerate_config}', which does not exist; use one of "
-                                              f"configs/accelerate/*.yaml.")
+            yield (
+                "train.accelerate_config",
+                (f"is '{self.accelerate_config}', which does not exist; use one of configs/accelerate/*.yaml."),
+            )
         if self.peft and self.freeze:
-            yield "train.freeze", "is set together with train.peft; LoRA already freezes the base model, use one or the other."
+            yield (
+                "train.freeze",
+                "is set together with train.peft; LoRA already freezes the base model, use one or the other.",
+            )
 
 
 @dataclass
 class CorrectConfig:
     # What "correct" means for eval accuracy, pass@k, maj@k and select.difficulty_filter (rsft_gen/answers.py).
-    reward: Optional[str] = opt(None, "the reward that decides (a name in `rewards`, 'name#2' for its second entry; "
-                                      "None: the first reward)")
+    reward: Optional[str] = opt(
+        None, "the reward that decides (a name in `rewards`, 'name#2' for its second entry; None: the first reward)"
+    )
     threshold: float = opt(1.0, "a sample is correct when that reward is >= this")
 
 
 @dataclass
 class AnswerConfig:
     # What "the answer" of a completion is, for maj@k and select.dedup_key: answer (rsft_gen/answers.py).
-    extract: str = opt("auto", "strip | last_number | boxed | gsm8k | answer_tags | last_line | regex (with pattern) "
-                               "| none (no maj@k) | auto: the first answer-extracting reward's extraction, else none")
+    extract: str = opt(
+        "auto",
+        "strip | last_number | boxed | gsm8k | answer_tags | last_line | regex (with pattern) "
+        "| none (no maj@k) | auto: the first answer-extracting reward's extraction, else none",
+    )
     pattern: Optional[str] = opt(None, "extract: regex; the last match's first group (else the whole match)")
 
 
@@ -257,8 +321,11 @@ class EvalConfig:
     k: list[int] = opt(factory=lambda: [1], help="the k of pass@k and maj@k, each in 1..eval.n")
     temperature: float = opt(1.0, "sampling temperature of the eval.n samples")
     batch_size: int = opt(512, "prompts per eval generate call")
-    backend: Optional[str] = opt(None, "hf | vllm | auto: what samples the round's model in eval; None: generate.backend, "
-                                       "or hf when that is dataset (reference completions are not the model's)")
+    backend: Optional[str] = opt(
+        None,
+        "hf | vllm | auto: what samples the round's model in eval; None: generate.backend, "
+        "or hf when that is dataset (reference completions are not the model's)",
+    )
     correct: CorrectConfig = opt(factory=CorrectConfig, help="what 'correct' means")
     answer: AnswerConfig = opt(factory=AnswerConfig, help="what 'the answer' of a completion is")
 
@@ -266,8 +333,13 @@ class EvalConfig:
         if self.n <= 0 or any(k <= 0 or k > self.n for k in self.k):
             yield "eval.k", f"is {list(self.k)}; each k must be in 1..eval.n ({self.n})."
         if self.backend not in (None, "hf", "vllm", "auto"):
-            yield "eval.backend", (f"is '{self.backend}'; choose hf, vllm or auto (or leave it unset: generate.backend, "
-                                   f"hf for dataset).")
+            yield (
+                "eval.backend",
+                (
+                    f"is '{self.backend}'; choose hf, vllm or auto (or leave it unset: generate.backend, "
+                    f"hf for dataset)."
+                ),
+            )
 
 
 @dataclass
@@ -294,7 +366,9 @@ class Recipe:
     data: DataConfig = opt(factory=DataConfig, help="the prompt sets")
     seed_sft: SeedSFTConfig = opt(factory=SeedSFTConfig, help="round 0's SFT on labelled data")
     generate: GenerateConfig = opt(factory=GenerateConfig, help="sampling the candidates")
-    rewards: list[RewardSpec] = opt(factory=lambda: [RewardSpec(name="exact_match")], help="the rewards, summed by weight")
+    rewards: list[RewardSpec] = opt(
+        factory=lambda: [RewardSpec(name="exact_match")], help="the rewards, summed by weight"
+    )
     accept: AcceptConfig = opt(factory=AcceptConfig, help="which scored candidates are accepted")
     select: SelectConfig = opt(factory=SelectConfig, help="from the accepted candidates to the SFT set")
     train: TrainConfig = opt(factory=TrainConfig, help="the SFT of each round")
@@ -311,8 +385,13 @@ class Recipe:
         yield from self.accept.check()
         rule = get_rule(self.accept.rule)
         if rule.needs_log_q(self.accept) and self.generate.log_q is False:
-            yield "generate.log_q", (f"is false, but accept.rule: {rule.name} needs log q; remove the key (it then follows "
-                                     f"the rule) or set it true.")
+            yield (
+                "generate.log_q",
+                (
+                    f"is false, but accept.rule: {rule.name} needs log q; remove the key (it then follows "
+                    f"the rule) or set it true."
+                ),
+            )
         yield from rule.check(self)  # the rule's own checks (accept_rules/<rule>.py)
         if not self.rewards:
             yield "rewards", "is empty; name at least one reward, e.g. rewards=[{name: exact_match}]."
@@ -352,7 +431,12 @@ def _suggest(bad_key: str) -> str:
     close = difflib.get_close_matches(bad_key, known, n=1, cutoff=0.6)
     if not close:  # a misspelt leaf under a correct parent: compare the last part only
         leaf = bad_key.rsplit(".", 1)[-1]
-        close = [k for k in known if k.rsplit(".", 1)[-1] in difflib.get_close_matches(leaf, [k.rsplit(".", 1)[-1] for k in known], n=1, cutoff=0.6)][:1]
+        close = [
+            k
+            for k in known
+            if k.rsplit(".", 1)[-1]
+            in difflib.get_close_matches(leaf, [k.rsplit(".", 1)[-1] for k in known], n=1, cutoff=0.6)
+        ][:1]
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
@@ -373,7 +457,9 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise RecipeError(f"recipe file '{path}' does not exist; pass a path to a YAML recipe such as recipes/addition_tiny.yaml.")
+            raise RecipeError(
+                f"recipe file '{path}' does not exist; pass a path to a YAML recipe such as recipes/addition_tiny.yaml."
+            )
         try:
             loaded = OmegaConf.load(path)
         except Exception as e:  # YAML syntax errors carry the line number
@@ -396,6 +482,7 @@ def records_log_q(r: Recipe) -> bool:
 def validate(r: Recipe) -> None:
     """Checks that types alone cannot express; each message names the key. The checks live next to
     their dataclass (`check` methods); here the choices, then those, then eval.correct / eval.answer."""
+
     def bad(key: str, msg: str):
         raise RecipeError(f"recipe key '{key}' {msg}")
 

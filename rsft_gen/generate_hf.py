@@ -27,16 +27,22 @@ class HFGenerator(Generator):
         self.tokenizer.padding_side = "left"  # generation continues from the right edge
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = model or AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32 if device == "cpu" else "auto")
+        self.model = model or AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=torch.float32 if device == "cpu" else "auto"
+        )
         self.model.to(device).eval()
 
     @torch.no_grad()
-    def generate(self, prompt_ids: list[int], prompts: list[str], settings: SamplingSettings, progress: bool = True) -> list[Candidate]:
+    def generate(
+        self, prompt_ids: list[int], prompts: list[str], settings: SamplingSettings, progress: bool = True
+    ) -> list[Candidate]:
         torch.manual_seed(settings.seed)
         greedy = settings.temperature == 0
         eos = self.tokenizer.eos_token_id
         out: list[Candidate] = []
-        bar = tqdm(total=len(prompts) * settings.n, desc="generate (hf)", unit="sample", disable=not progress, leave=False)
+        bar = tqdm(
+            total=len(prompts) * settings.n, desc="generate (hf)", unit="sample", disable=not progress, leave=False
+        )
         for start in range(0, len(prompts), self.batch_size):
             batch = prompts[start : start + self.batch_size]
             enc = self.tokenizer(batch, return_tensors="pt", padding=True).to(self.device)

@@ -113,7 +113,9 @@ class VLLMGenerator(Generator):
         self.start_seconds = time.perf_counter() - start
         log.info("vLLM engine for %s started in %.1fs", model_dir, self.start_seconds)
 
-    def generate(self, prompt_ids: list[int], prompts: list[str], settings: SamplingSettings, progress: bool = True) -> list[Candidate]:
+    def generate(
+        self, prompt_ids: list[int], prompts: list[str], settings: SamplingSettings, progress: bool = True
+    ) -> list[Candidate]:
         from vllm import SamplingParams
 
         greedy = settings.temperature == 0
@@ -155,13 +157,23 @@ class VLLMGenerator(Generator):
                     completion=text,
                     token_ids=ids,
                     num_tokens=len(ids),
-                    log_q=0.0 if greedy else float(c.cumulative_logprob) if settings.log_q else float("nan"),  # greedy: a point mass drew it
+                    log_q=0.0
+                    if greedy
+                    else float(c.cumulative_logprob)
+                    if settings.log_q
+                    else float("nan"),  # greedy: a point mass drew it
                     finish_reason=c.finish_reason or "length",
                 )
             )
         seconds = time.perf_counter() - start
         tokens = sum(c.num_tokens for c in out)
-        log.info("vLLM generated %d samples (%d tokens) in %.1fs, %.0f tokens/s", len(out), tokens, seconds, tokens / max(seconds, 1e-9))
+        log.info(
+            "vLLM generated %d samples (%d tokens) in %.1fs, %.0f tokens/s",
+            len(out),
+            tokens,
+            seconds,
+            tokens / max(seconds, 1e-9),
+        )
         return out
 
     def close(self) -> None:

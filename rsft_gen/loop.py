@@ -63,8 +63,11 @@ def run_round(ctx: RunContext, r: int) -> dict:
 
     if not state.done(r, "reward"):
         with ctx.phase(r, "reward") as m:
-            scored, counts = score(pd.read_parquet(rd / "candidates.parquet"), with_model_path(recipe.rewards, ctx.model_of(r - 1)),
-                                   RoundState(r, recipe.rounds, "reward"))  # counts: errors, no-opinion, what rewards logged
+            scored, counts = score(
+                pd.read_parquet(rd / "candidates.parquet"),
+                with_model_path(recipe.rewards, ctx.model_of(r - 1)),
+                RoundState(r, recipe.rounds, "reward"),
+            )  # counts: errors, no-opinion, what rewards logged
             write_parquet(rd / "scored.parquet", scored)
             m.update(counts)
             m["reward/mean"] = float(scored.reward.mean())
@@ -73,17 +76,30 @@ def run_round(ctx: RunContext, r: int) -> dict:
         with ctx.phase(r, "accept") as m:
             if get_rule(recipe.accept.rule).needs_engine_memory(recipe.accept):
                 ctx.generators.release()  # e.g. a target model needs the memory an engine may hold
-            decided, accept_metrics = decide(pd.read_parquet(rd / "scored.parquet"), recipe.accept, seed=derive(seed, "accept", r),
-                                             device=ctx.device, truncation=sampler_truncation(recipe.generate))
+            decided, accept_metrics = decide(
+                pd.read_parquet(rd / "scored.parquet"),
+                recipe.accept,
+                seed=derive(seed, "accept", r),
+                device=ctx.device,
+                truncation=sampler_truncation(recipe.generate),
+            )
             write_parquet(rd / "decided.parquet", decided)
             m.update(accept_metrics)
-            m["reward/accepted_mean"] = float(decided.reward[decided.accepted].mean()) if decided.accepted.any() else float("nan")
+            m["reward/accepted_mean"] = (
+                float(decided.reward[decided.accepted].mean()) if decided.accepted.any() else float("nan")
+            )
 
     if not state.done(r, "select"):  # the accepted rows -> the round's SFT set, accepted.parquet
         with ctx.phase(r, "select") as m:
             decided = pd.read_parquet(rd / "decided.parquet")
-            sft, select_metrics = select(decided, recipe.select, ctx.data.seed_sft, seed=derive(seed, "select", r),
-                                         correct=correct_rule(recipe), answer=answer_rule(recipe))
+            sft, select_metrics = select(
+                decided,
+                recipe.select,
+                ctx.data.seed_sft,
+                seed=derive(seed, "select", r),
+                correct=correct_rule(recipe),
+                answer=answer_rule(recipe),
+            )
             write_parquet(rd / "accepted.parquet", sft)
             # select/exact: does the SFT set keep the accepted column's exactness (accept/exact, in accept's metrics)?
             m.update(select_metrics | selection_exactness(recipe.select, state.round_metrics(r)))
@@ -151,7 +167,10 @@ def with_model_path(specs: list[RewardSpec], model_path: str) -> list[RewardSpec
 def handle_empty_round(ctx: RunContext, r: int) -> None:
     msg = f"round {r} accepted no samples (see {round_dir(ctx.run_dir, r) / 'scored.parquet'})"
     if ctx.recipe.accept.on_empty == "stop":
-        raise EmptyRoundError(f"{msg}; stopping as accept.on_empty=stop. Lower accept.threshold, raise generate.n, or set accept.on_empty=carry to keep the previous model.")
+        raise EmptyRoundError(
+            f"{msg}; stopping as accept.on_empty=stop. Lower accept.threshold, raise generate.n, or set "
+            f"accept.on_empty=carry to keep the previous model."
+        )
     log.warning("%s; carrying round %d's model forward (accept.on_empty=carry)", msg, r - 1)
     ctx.state.carry(r, ctx.model_of(r - 1))
 

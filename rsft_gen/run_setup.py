@@ -32,8 +32,18 @@ from rsft_gen.tracking import Tracker, make_tracker
 
 log = logging.getLogger("rsft_gen")
 # Keys that may differ on resume without changing results.
-HARMLESS_PREFIXES = ("tracking.", "rounds", "eval.batch_size", "generate.batch_size", "generate.vllm.", "generate.vllm_lifecycle",
-                     "generate.executor", "generate.workers", "generate.worker_", "generate.ray_address")  # where shards run: same samples
+HARMLESS_PREFIXES = (
+    "tracking.",
+    "rounds",
+    "eval.batch_size",
+    "generate.batch_size",
+    "generate.vllm.",
+    "generate.vllm_lifecycle",
+    "generate.executor",
+    "generate.workers",
+    "generate.worker_",
+    "generate.ray_address",
+)  # where shards run: same samples
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -155,15 +165,21 @@ def prepare(recipe: Recipe, run_dir: Path, allow_changes: bool = False) -> RunCo
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
-        raise RecipeError(f"output directory '{run_dir}' is not writable ({e.strerror}); set output_dir to a writable path.") from None
+        raise RecipeError(
+            f"output directory '{run_dir}' is not writable ({e.strerror}); set output_dir to a writable path."
+        ) from None
     run_lock.acquire(run_dir)
     try:
         ctx = _prepare_locked(recipe, run_dir, allow_changes)
-    except OSError as e:  # an unreadable data file, a full disk while building the base model, ...: one line, not a traceback
+    except (
+        OSError
+    ) as e:  # an unreadable data file, a full disk while building the base model, ...: one line, not a traceback
         run_lock.release(run_dir)
         where = f" ({e.filename})" if e.filename else ""
-        raise RecipeError(f"setting up run directory '{run_dir}' failed: {e.strerror or e}{where}. Fix that path (exists, readable, "
-                          f"writable, space left) and run the same command again; files already written are kept.") from e
+        raise RecipeError(
+            f"setting up run directory '{run_dir}' failed: {e.strerror or e}{where}. Fix that path (exists, readable, "
+            f"writable, space left) and run the same command again; files already written are kept."
+        ) from e
     except BaseException:
         run_lock.release(run_dir)
         raise
@@ -180,7 +196,10 @@ def _prepare_locked(recipe: Recipe, run_dir: Path, allow_changes: bool) -> RunCo
     state = RunState(run_dir)
     state.forget_missing_checkpoints()
     if state.get("finished") and state.get("rounds_done", -1) >= recipe.rounds:
-        print(f"{run_dir}: all {recipe.rounds} rounds are already complete; nothing to do. (metrics: {run_dir / 'metrics.jsonl'})")
+        print(
+            f"{run_dir}: all {recipe.rounds} rounds are already complete; nothing to do. "
+            f"(metrics: {run_dir / 'metrics.jsonl'})"
+        )
         return None
     if state.get("finished"):
         state.set("finished", False)  # more rounds asked for than before: extend the run

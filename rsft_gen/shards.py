@@ -44,7 +44,9 @@ class ShardJob:
 
     def on_disk(self) -> bool:
         """Already written by an earlier attempt (and for these prompts: a changed shard size redoes it)?"""
-        return self.path.exists() and set(pd.read_parquet(self.path, columns=["prompt_id"]).prompt_id) == set(self.prompts.prompt_id)
+        return self.path.exists() and set(pd.read_parquet(self.path, columns=["prompt_id"]).prompt_id) == set(
+            self.prompts.prompt_id
+        )
 
 
 @dataclass
@@ -74,8 +76,13 @@ def plan_shards(recipe: Recipe, r: int, prompts: pd.DataFrame, shard_dir: Path) 
     size = max(shard_size(recipe, prompts), 1)
     log_q = records_log_q(recipe)
     return [
-        ShardJob(r, i, prompts.iloc[begin : begin + size], Path(shard_dir).resolve() / f"shard_{i:05d}.parquet",
-                 SamplingSettings.from_config(recipe.generate, seed=shard_seed(recipe, r, i), log_q=log_q))
+        ShardJob(
+            r,
+            i,
+            prompts.iloc[begin : begin + size],
+            Path(shard_dir).resolve() / f"shard_{i:05d}.parquet",
+            SamplingSettings.from_config(recipe.generate, seed=shard_seed(recipe, r, i), log_q=log_q),
+        )
         for i, begin in enumerate(range(0, len(prompts), size))
     ]
 

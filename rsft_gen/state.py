@@ -101,7 +101,11 @@ class RunState:
         self.data = json.loads(self.path.read_text()) if self.path.exists() else {"completed": {}, "finished": False}
         for r, phases in self.data["completed"].items():
             # Written before select was a phase of its own: that accept phase also selected (no decided.parquet).
-            if "accept" in phases and "select" not in phases and not (round_dir(run_dir, int(r)) / "decided.parquet").exists():
+            if (
+                "accept" in phases
+                and "select" not in phases
+                and not (round_dir(run_dir, int(r)) / "decided.parquet").exists()
+            ):
                 phases.insert(phases.index("accept") + 1, "select")
 
     def done(self, round_idx: int, phase: str) -> bool:
@@ -167,15 +171,20 @@ class RunState:
         if r == 0:
             return base_model() if callable(base_model) else base_model
         have = ", ".join(str(i) for i in sorted(set(self.trained_rounds()) | {0}))
-        raise MissingCheckpointError(f"{model} does not exist: round {r} of {self.run_dir} has no trained model; rounds with one: {have}.")
+        raise MissingCheckpointError(
+            f"{model} does not exist: round {r} of {self.run_dir} has no trained model; rounds with one: {have}."
+        )
 
     def forget_missing_checkpoints(self) -> None:
-        """A round marked trained whose model/ is gone (deleted after a corrupt-checkpoint error) is redone from its train phase."""
+        """A round marked trained whose model/ is gone (deleted after a corrupt-checkpoint error) is redone
+        from its train phase."""
         carried = self.carried()
         for r in sorted(int(k) for k in self.data["completed"]):
             model = round_dir(self.run_dir, r) / "model"
             if self.done(r, "train") and r not in carried and not model.exists():
-                log.warning("round %d is marked trained but %s is missing: redoing round %d from its train phase", r, model, r)
+                log.warning(
+                    "round %d is marked trained but %s is missing: redoing round %d from its train phase", r, model, r
+                )
                 done = self.data["completed"]
                 kept = [p for p in done[str(r)] if p not in ("train", "eval")]
                 self.data["completed"] = {k: v for k, v in done.items() if int(k) < r} | {str(r): kept}

@@ -98,7 +98,10 @@ def tokenize_sft(tokenizer, sft: pd.DataFrame, max_length: int | None) -> Datase
             rows["input_ids"].append(ids)
             rows["labels"].append(labels)
     if not rows["input_ids"]:
-        raise RecipeError(f"every SFT example is longer than train.max_length={max_length} before its completion starts; raise train.max_length.")
+        raise RecipeError(
+            f"every SFT example is longer than train.max_length={max_length} before its completion starts; "
+            f"raise train.max_length."
+        )
     return Dataset.from_dict(rows)
 
 
@@ -114,7 +117,9 @@ def freeze_parameters(model, patterns: list[str]) -> int:
             frozen += 1
     if frozen == 0:
         names = [n for n, _ in model.named_parameters()][:6]
-        raise RecipeError(f"recipe key 'train.freeze' ({list(patterns)}) matches no parameter; names look like {names}.")
+        raise RecipeError(
+            f"recipe key 'train.freeze' ({list(patterns)}) matches no parameter; names look like {names}."
+        )
     if not any(p.requires_grad for p in model.parameters()):
         raise RecipeError(f"recipe key 'train.freeze' ({list(patterns)}) freezes every parameter; nothing would train.")
     return frozen
@@ -166,7 +171,9 @@ def train_sft(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix=".model.", dir=out_dir.parent))
     args = sft_config(cfg, str(tmp_out / "trainer"), device, seed, report_to or [])
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(cfg))
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(cfg)
+    )
     # Tokens the model actually sees (prompt + completion + EOS), for throughput.
     tokens = int(sum(len(x) for x in trainer.train_dataset["input_ids"]) * cfg.epochs)
     start = time.perf_counter()

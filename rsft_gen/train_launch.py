@@ -38,28 +38,56 @@ def _free_port() -> int:
 
 
 def launch_command(cfg: TrainConfig, work_dir: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(cfg.num_processes), "--num_machines", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        str(cfg.num_processes),
+        "--num_machines",
+        "1",
+    ]
     if cfg.accelerate_config:
         cmd += ["--config_file", cfg.accelerate_config]
     else:
         # torchrun-style DDP; on CPU the children's use_cpu=True makes accelerate pick gloo.
         # (`--cpu` would start a single process: accelerate leaves multi-CPU to mpirun.)
-        cmd += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+        cmd += [
+            "--multi_gpu",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(_free_port()),
+        ]
     return cmd + ["-m", "rsft_gen.train_launch", str(work_dir)]
 
 
-def launch_train(model_dir, sft: pd.DataFrame, out_dir: Path, cfg: TrainConfig, device: str, seed: int, report_to) -> dict:
+def launch_train(
+    model_dir, sft: pd.DataFrame, out_dir: Path, cfg: TrainConfig, device: str, seed: int, report_to
+) -> dict:
     """Run train_sft in cfg.num_processes accelerate processes; returns rank 0's metrics."""
     work = out_dir.parent / f".{out_dir.name}.partial"
     shutil.rmtree(work, ignore_errors=True)  # leftovers of a crashed attempt
     work.mkdir(parents=True)
     sft[["prompt", "completion"]].to_parquet(work / "sft.parquet")
-    spec = {"model_dir": str(model_dir), "out_dir": str(out_dir), "cfg": asdict(cfg), "device": device, "seed": seed, "report_to": list(report_to or [])}
+    spec = {
+        "model_dir": str(model_dir),
+        "out_dir": str(out_dir),
+        "cfg": asdict(cfg),
+        "device": device,
+        "seed": seed,
+        "report_to": list(report_to or []),
+    }
     (work / "spec.json").write_text(json.dumps(spec))
     cmd = launch_command(cfg, work)
     proc = subprocess.run(cmd)
     if proc.returncode != 0:
-        raise RuntimeError(f"training child processes failed (exit {proc.returncode}); command: {' '.join(cmd)}. Their output is above.")
+        raise RuntimeError(
+            f"training child processes failed (exit {proc.returncode}); command: {' '.join(cmd)}. "
+            f"Their output is above."
+        )
     return json.loads((out_dir / "train_metrics.json").read_text())
 
 
@@ -69,8 +97,16 @@ def main(work_dir: str) -> None:
     spec = json.loads((work / "spec.json").read_text())
     sft = pd.read_parquet(work / "sft.parquet")
     out_dir = Path(spec["out_dir"])
-    metrics = train_sft(spec["model_dir"], sft, out_dir, TrainConfig(**spec["cfg"]), spec["device"], spec["seed"],
-                        spec["report_to"], work_dir=work)
+    metrics = train_sft(
+        spec["model_dir"],
+        sft,
+        out_dir,
+        TrainConfig(**spec["cfg"]),
+        spec["device"],
+        spec["seed"],
+        spec["report_to"],
+        work_dir=work,
+    )
     if int(os.environ.get("RANK", "0")) == 0:
         (out_dir / "train_metrics.json").write_text(json.dumps(metrics))
 

@@ -18,14 +18,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from reward.model_loss import model_loss
 from rsft_gen.accept import decide
-from rsft_gen.config import AcceptConfig, GenerateConfig, RewardSpec
 from rsft_gen.backends import GeneratorCache, eval_backend, make_generator
-from rsft_gen.config import load_recipe
-from rsft_gen.generate import SamplingSettings, candidates_frame
+from rsft_gen.config import AcceptConfig, GenerateConfig, RewardSpec, load_recipe
+from rsft_gen.generate import SamplingSettings
 from rsft_gen.generate_dataset import DatasetGenerator
 from rsft_gen.generate_hf import HFGenerator
 from rsft_gen.loop import with_model_path
-from rsft_gen.rewards import score
 
 PROMPTS = pd.DataFrame({"prompt_id": [0, 1, 2, 3], "prompt": ["1+2=", "12+30=", "5+5=", "7+8="], "answer": ["3", "42", "10", "15"]})
 

@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reward.exact_match import extract_answer
 from rsft_gen.answers import answer_rule, correct_rule
 from rsft_gen.config import RecipeError, SelectConfig, load_recipe
 from rsft_gen.metrics import pass_at_k, sampled_metrics
 from rsft_gen.select import select
-from reward.exact_match import extract_answer
 
 MATH = "recipes/math_qwen2.5_1.5b.yaml"
 MBPP = "recipes/mbpp_code_qwen2.5_coder_1.5b.yaml"
@@ -76,9 +76,9 @@ def test_maj_at_k_votes_on_the_final_answer_of_chain_of_thought():
 
 
 def test_evaluate_reports_no_maj_without_an_answer(tiny_model_dir, fast_recipe):
+    from rsft_gen.data import make_task
     from rsft_gen.evaluate import evaluate
     from rsft_gen.generate_hf import HFGenerator
-    from rsft_gen.data import make_task
 
     recipe = fast_recipe("eval.n=2", "eval.k=[1,2]")
     prompts = make_task(recipe.data, 0, 0).eval.head(8)

@@ -53,7 +53,9 @@ def imports(path: Path, name: str, modules: dict[str, Path]) -> dict[str, bool]:
             package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
             base = node.module or ""
             if node.level:  # relative: from .x import y
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             targets = [base] + [f"{base}.{a.name}" for a in node.names]
         for t in targets:
             if t in modules and t != name:
@@ -68,8 +70,10 @@ def imports(path: Path, name: str, modules: dict[str, Path]) -> dict[str, bool]:
 
 def graph(module_level_only: bool) -> dict[str, set[str]]:
     modules = module_names()
-    return {name: {dep for dep, top in imports(path, name, modules).items() if top or not module_level_only}
-            for name, path in modules.items()}
+    return {
+        name: {dep for dep, top in imports(path, name, modules).items() if top or not module_level_only}
+        for name, path in modules.items()
+    }
 
 
 def cycles(g: dict[str, set[str]]) -> list[list[str]]:

@@ -29,7 +29,9 @@ def test_launch_command_uses_shipped_config():
 def test_two_processes_match_one(tiny_model_dir, tmp_path):
     sft = addition_problems(64, [1, 2], seed=0).rename(columns={"answer": "completion"})
     one = train_sft(tiny_model_dir, sft, tmp_path / "one", TrainConfig(batch_size=16, logging_steps=1), "cpu", seed=0)
-    two = launch_train(tiny_model_dir, sft, tmp_path / "two", TrainConfig(batch_size=8, logging_steps=1, num_processes=2), "cpu", 0, [])
+    two = launch_train(
+        tiny_model_dir, sft, tmp_path / "two", TrainConfig(batch_size=8, logging_steps=1, num_processes=2), "cpu", 0, []
+    )
     assert one["train/steps"] == two["train/steps"] == 4  # 64 examples / global batch 16
     assert abs(one["train/loss"] - two["train/loss"]) < LOSS_TOLERANCE, (one["train/loss"], two["train/loss"])
     # rank 0 published a loadable checkpoint and no partial directory is left behind

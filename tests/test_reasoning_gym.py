@@ -7,10 +7,10 @@ import json
 import pytest
 from scipy import stats
 
+from reward.reasoning_gym import reasoning_gym
 from rsft_gen.config import RecipeError, load_recipe
 from rsft_gen.data import make_task
 from rsft_gen.data_reasoning_gym import parse_specs, split_seed
-from reward.reasoning_gym import reasoning_gym
 
 pytest.importorskip("reasoning_gym")
 CHAIN = "{name: chain_sum, config: {min_terms: 2, max_terms: 2, max_digits: 2}}"
@@ -50,7 +50,7 @@ def test_every_row_keeps_what_its_verifier_needs():
 
 
 def test_weighted_mix_follows_the_weights():
-    td = task_data(f"[{{name: chain_sum, weight: 3}}, {{name: leg_counting, weight: 1}}]", train=800, eval_=50)
+    td = task_data("[{name: chain_sum, weight: 3}, {name: leg_counting, weight: 1}]", train=800, eval_=50)
     n_chain = int((td.train.rg_task == "chain_sum").sum())
     assert stats.binomtest(n_chain, len(td.train), 0.75).pvalue > 0.01
     # Power: the same count is far from an equal mix.

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reward import BUILTIN
 from rsft_gen.config import RecipeError, RewardSpec
 from rsft_gen.rewards import RewardError, available, load, score
-from reward import BUILTIN
 
 MINE = [n for n in BUILTIN if n != "model_loss"]  # model_loss has its own tests
 

@@ -43,7 +43,9 @@ def test_difficulty_filter_drops_prompts_that_all_pass_or_all_fail():
 
 
 def test_seed_mixing_reaches_the_requested_fraction():
-    seed = pd.DataFrame({"prompt_id": range(10), "prompt": [f"s{i}" for i in range(10)], "answer": [str(i) for i in range(10)]})
+    seed = pd.DataFrame(
+        {"prompt_id": range(10), "prompt": [f"s{i}" for i in range(10)], "answer": [str(i) for i in range(10)]}
+    )
     sft, m = select(decided_frame(), SelectConfig(mix_seed_fraction=0.5), seed, seed=0)
     assert (sft.source == "seed").sum() == (sft.source == "generated").sum() == 4
     assert set(sft[sft.source == "seed"].completion) <= set(seed.answer)
@@ -76,7 +78,7 @@ def test_run_state_round_trips_phases_and_metrics(tmp_path):
 
 
 def test_a_run_written_before_newer_keys_existed_resumes(tmp_path):
-    """config.yaml of an older version lacks newer keys (here eval.correct and rewards[].executor): not a recipe change."""
+    """config.yaml of an older version lacks newer keys (eval.correct, rewards[].executor): not a recipe change."""
     from omegaconf import OmegaConf
 
     from rsft_gen.config import RecipeError, load_recipe, to_dict
@@ -89,7 +91,11 @@ def test_a_run_written_before_newer_keys_existed_resumes(tmp_path):
     check_resume(tmp_path, recipe, allow_changes=False)
     # A real change is still refused, including one of a key the old file lacks.
     with pytest.raises(RecipeError, match="eval.correct.threshold: 1.0 -> 0.5"):
-        check_resume(tmp_path, load_recipe("recipes/addition_tiny.yaml", [f"output_dir={tmp_path}", "eval.correct.threshold=0.5"]), False)
+        check_resume(
+            tmp_path,
+            load_recipe("recipes/addition_tiny.yaml", [f"output_dir={tmp_path}", "eval.correct.threshold=0.5"]),
+            False,
+        )
 
 
 def test_run_state_decides_which_checkpoint_each_round_uses(tmp_path):
@@ -113,7 +119,9 @@ def test_run_state_decides_which_checkpoint_each_round_uses(tmp_path):
     (round_dir(tmp_path, 1) / "model").rmdir()
     s.forget_missing_checkpoints()
     again = RunState(tmp_path)
-    assert again.data["completed"] == {"1": ["generate", "reward", "accept", "select"]} and again.logged_rounds() == set()
+    assert (
+        again.data["completed"] == {"1": ["generate", "reward", "accept", "select"]} and again.logged_rounds() == set()
+    )
 
 
 def test_a_run_from_before_the_select_phase_resumes_after_its_accept(tmp_path):
