@@ -36,7 +36,9 @@ from rsft_gen.generate import SamplingSettings
 from rsft_gen.tiny_model import build_tiny_model
 
 # A ~25M-parameter Llama: 6 layers of width 512 over the char tokenizer.
-MEDIUM = TinyModelConfig(hidden_size=512, num_layers=6, num_heads=8, intermediate_size=2048, max_position_embeddings=256)
+MEDIUM = TinyModelConfig(
+    hidden_size=512, num_layers=6, num_heads=8, intermediate_size=2048, max_position_embeddings=256
+)
 
 
 def make_model(name: str, root: Path) -> tuple[Path, int]:
@@ -70,18 +72,41 @@ def bench_model(name: str, root: Path, args) -> dict:
     num_prompts = args.prompts or {"tiny": 512, "medium": 64}[name]
     prompts = [f"{(7 * i) % 100}+{(13 * i) % 100}=" for i in range(num_prompts)]
     ids = list(range(len(prompts)))
-    settings = SamplingSettings(n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=0, log_q=False)
+    settings = SamplingSettings(
+        n=args.n,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        seed=0,
+        log_q=False,
+    )
     settings_q = dataclasses.replace(settings, log_q=True)
-    raw_params = SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_new_tokens)
+    raw_params = SamplingParams(
+        n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_new_tokens
+    )
 
     gen = ReloadingVLLMGenerator(str(model_dir), {"kv_cache_memory_bytes": 256 << 20})  # generates like VLLMGenerator
     # What our backend asks the engine for on top: the sampled tokens' log-probs and a seed per prompt.
     same_params = [
-        SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_new_tokens, logprobs=0, flat_logprobs=True, detokenize=False, seed=1000 * i)
+        SamplingParams(
+            n=args.n,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            max_tokens=args.max_new_tokens,
+            logprobs=0,
+            flat_logprobs=True,
+            detokenize=False,
+            seed=1000 * i,
+        )
         for i in ids
     ]
-    raw = lambda: sum(len(c.token_ids) for o in gen.llm.generate(prompts, raw_params, use_tqdm=False) for c in o.outputs)  # noqa: E731
-    raw_same = lambda: sum(len(c.token_ids) for o in gen.llm.generate(prompts, same_params, use_tqdm=False) for c in o.outputs)  # noqa: E731
+
+    def raw():
+        return sum(len(c.token_ids) for o in gen.llm.generate(prompts, raw_params, use_tqdm=False) for c in o.outputs)
+
+    def raw_same():
+        return sum(len(c.token_ids) for o in gen.llm.generate(prompts, same_params, use_tqdm=False) for c in o.outputs)
+
     ours = lambda: sum(c.num_tokens for c in gen.generate(ids, prompts, settings, progress=False))  # noqa: E731
     ours_q = lambda: sum(c.num_tokens for c in gen.generate(ids, prompts, settings_q, progress=False))  # noqa: E731
     gen.llm.generate(prompts[:8], raw_params, use_tqdm=False)  # warm-up: first calls pay one-off costs
@@ -106,19 +131,37 @@ def bench_model(name: str, root: Path, args) -> dict:
     hf_median = statistics.median(hf_rates)
     hf.close()
     return dict(
-        model=name, params=params, work=f"{num_prompts}x{args.n}x{args.max_new_tokens}", raw=median["raw"], raw_same=median["raw_same"], ours=median["ours"], ours_q=median["ours_q"], hf=hf_median,
-        start_s=gen.start_seconds, close_s=close_s, reload_s=reload_s, rss_gib=rss,
+        model=name,
+        params=params,
+        work=f"{num_prompts}x{args.n}x{args.max_new_tokens}",
+        raw=median["raw"],
+        raw_same=median["raw_same"],
+        ours=median["ours"],
+        ours_q=median["ours_q"],
+        hf=hf_median,
+        start_s=gen.start_seconds,
+        close_s=close_s,
+        reload_s=reload_s,
+        rss_gib=rss,
     )
 
 
 def print_tables(rows: list[dict], args) -> None:
-    print(f"\nGeneration throughput (generated tokens/s; temperature {args.temperature}, top-p {args.top_p}; median of {args.reps})\n")
-    print("| model | parameters | prompts x n x max new tokens | raw vLLM | our vLLM backend | ours / raw | raw vLLM + logprobs + seeds | ours + log q | ours + log q / raw + logprobs + seeds | ours + log q / raw | our HF backend |")
+    print(
+        f"\nGeneration throughput (generated tokens/s; temperature {args.temperature}, top-p {args.top_p}; "
+        f"median of {args.reps})\n"
+    )
+    print(
+        "| model | parameters | prompts x n x max new tokens | raw vLLM | our vLLM backend | ours / raw "
+        "| raw vLLM + logprobs + seeds | ours + log q | ours + log q / raw + logprobs + seeds | ours + log q / raw "
+        "| our HF backend |"
+    )
     print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(
-            f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['work']} | {r['raw']:.0f} | {r['ours']:.0f} | {r['ours'] / r['raw']:.3f} "
-            f"| {r['raw_same']:.0f} | {r['ours_q']:.0f} | {r['ours_q'] / r['raw_same']:.3f} | {r['ours_q'] / r['raw']:.3f} | {r['hf']:.0f} |"
+            f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['work']} | {r['raw']:.0f} | {r['ours']:.0f} "
+            f"| {r['ours'] / r['raw']:.3f} | {r['raw_same']:.0f} | {r['ours_q']:.0f} "
+            f"| {r['ours_q'] / r['raw_same']:.3f} | {r['ours_q'] / r['raw']:.3f} | {r['hf']:.0f} |"
         )
     print("\nEngine lifecycle costs (seconds; RSS = memory an engine kept alive holds while the trainer runs)\n")
     print("| model | engine start | shutdown | in-place weight reload | engine RSS (GiB) |")

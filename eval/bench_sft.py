@@ -29,7 +29,9 @@ from rsft_gen.tiny_model import build_tiny_model
 from rsft_gen.train import freeze_parameters, train_sft
 
 
-def plain_loop(model_dir: str, prompts, completions, cfg: TrainConfig, seed: int, out_dir: Path) -> tuple[int, float, float]:
+def plain_loop(
+    model_dir: str, prompts, completions, cfg: TrainConfig, seed: int, out_dir: Path
+) -> tuple[int, float, float]:
     """The baseline: tokenise, pad per batch, AdamW, save. Returns (tokens, phase_s, loop_s)."""
     start = time.perf_counter()
     torch.manual_seed(seed)
@@ -52,7 +54,9 @@ def plain_loop(model_dir: str, prompts, completions, cfg: TrainConfig, seed: int
         for b in range(0, len(order), cfg.batch_size):
             batch = [examples[i] for i in order[b : b + cfg.batch_size]]
             width = max(len(ids) for ids, _ in batch)
-            ids = torch.full((len(batch), width), tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+            ids = torch.full(
+                (len(batch), width), tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+            )
             labels = torch.full((len(batch), width), -100)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
             for j, (x, y) in enumerate(batch):
@@ -93,16 +97,26 @@ def main() -> None:
         tokens = m["train/tokens"]
         ours_phase.append(tokens / phase_s)
         ours_loop.append(m["train/tokens_per_s"])
-        b_tokens, b_phase, b_loop = plain_loop(model_dir, sft.prompt.tolist(), sft.completion.tolist(), cfg, rep, work / f"base{rep}")
+        b_tokens, b_phase, b_loop = plain_loop(
+            model_dir, sft.prompt.tolist(), sft.completion.tolist(), cfg, rep, work / f"base{rep}"
+        )
         base_phase.append(b_tokens / b_phase)
         base_loop.append(b_tokens / b_loop)
         print(f"repeat {rep}: ours {tokens:.0f} tok in {phase_s:.1f}s, plain {b_tokens} tok in {b_phase:.1f}s")
     med = statistics.median
-    print(f"\nmodel: tiny Llama, {params / 1e6:.2f}M parameters; {args.examples} examples x {args.epochs} epochs, batch {args.batch_size}, torch threads {torch.get_num_threads()}")
+    print(
+        f"\nmodel: tiny Llama, {params / 1e6:.2f}M parameters; {args.examples} examples x {args.epochs} epochs, "
+        f"batch {args.batch_size}, torch threads {torch.get_num_threads()}"
+    )
     print("| measure | rsft-gen SFT (TRL) tok/s | plain PyTorch loop tok/s | ratio |")
     print("| --- | --- | --- | --- |")
-    print(f"| whole phase (load, tokenise, train, save) | {med(ours_phase):.0f} | {med(base_phase):.0f} | {med(ours_phase) / med(base_phase):.2f} |")
-    print(f"| training loop only | {med(ours_loop):.0f} | {med(base_loop):.0f} | {med(ours_loop) / med(base_loop):.2f} |")
+    print(
+        f"| whole phase (load, tokenise, train, save) | {med(ours_phase):.0f} | {med(base_phase):.0f} "
+        f"| {med(ours_phase) / med(base_phase):.2f} |"
+    )
+    print(
+        f"| training loop only | {med(ours_loop):.0f} | {med(base_loop):.0f} | {med(ours_loop) / med(base_loop):.2f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -64,7 +64,9 @@ def bench_sft(model_dir: str, task, recipe, args) -> dict:
 
     sft = task.train.iloc[: args.sft_examples]
     # Completions shaped like the demo's accepted samples ("The final answer is 172.").
-    sft = sft.assign(completion=[f"The final answer is {a}." for a in sft.answer])[["prompt_id", "prompt", "completion"]]
+    sft = sft.assign(completion=[f"The final answer is {a}." for a in sft.answer])[
+        ["prompt_id", "prompt", "completion"]
+    ]
     cfg = recipe.train
     work = Path(tempfile.mkdtemp(prefix="bench_smollm2_sft."))
     ours_phase, ours_loop, base_phase, base_loop = [], [], [], []
@@ -74,14 +76,23 @@ def bench_sft(model_dir: str, task, recipe, args) -> dict:
         phase_s = time.perf_counter() - start
         ours_phase.append(m["train/tokens"] / phase_s)
         ours_loop.append(m["train/tokens_per_s"])
-        tokens, b_phase, b_loop = plain_loop(model_dir, sft.prompt.tolist(), sft.completion.tolist(), cfg, rep,
-                                             work / f"base{rep}")
+        tokens, b_phase, b_loop = plain_loop(
+            model_dir, sft.prompt.tolist(), sft.completion.tolist(), cfg, rep, work / f"base{rep}"
+        )
         base_phase.append(tokens / b_phase)
         base_loop.append(tokens / b_loop)
-        print(f"  repeat {rep}: ours {m['train/tokens']} tokens in {phase_s:.1f}s, plain {tokens} in {b_phase:.1f}s", flush=True)
+        print(
+            f"  repeat {rep}: ours {m['train/tokens']} tokens in {phase_s:.1f}s, plain {tokens} in {b_phase:.1f}s",
+            flush=True,
+        )
     med = statistics.median
-    return {"ours_phase": med(ours_phase), "ours_loop": med(ours_loop), "base_phase": med(base_phase),
-            "base_loop": med(base_loop), "examples": len(sft)}
+    return {
+        "ours_phase": med(ours_phase),
+        "ours_loop": med(ours_loop),
+        "base_phase": med(base_phase),
+        "base_loop": med(base_loop),
+        "examples": len(sft),
+    }
 
 
 def main() -> None:
@@ -104,24 +115,35 @@ def main() -> None:
     if "generate" in args.parts:
         settings = SamplingSettings.from_config(g, seed=0, log_q=False)
         r = bench_generation(model_dir, task.train.prompt.tolist()[: args.prompts], settings, args)
-        print(f"\nGeneration ({args.prompts} prompts x n={g.n}, temperature {g.temperature}, top-p {g.top_p}, "
-              f"max {g.max_new_tokens} new tokens; generated tokens/s, median of {args.reps})\n")
+        print(
+            f"\nGeneration ({args.prompts} prompts x n={g.n}, temperature {g.temperature}, top-p {g.top_p}, "
+            f"max {g.max_new_tokens} new tokens; generated tokens/s, median of {args.reps})\n"
+        )
         print("| rsft-gen HF backend | rsft-gen vLLM backend (CPU build) | vLLM / HF |")
         print("| ---: | ---: | ---: |")
         print(f"| {r['hf']:.0f} | {r['vllm']:.0f} | {r['vllm'] / r['hf']:.2f} |")
-        print("\n| engine start (s) | shutdown (s) | in-place weight reload (s) | engine RSS held while training (GiB) |")
+        print(
+            "\n| engine start (s) | shutdown (s) | in-place weight reload (s) | engine RSS held while training (GiB) |"
+        )
         print("| ---: | ---: | ---: | ---: |")
         print(f"| {r['start_s']:.1f} | {r['close_s']:.1f} | {r['reload_s']:.2f} | {r['rss_gib']:.2f} |")
     if "sft" in args.parts:
         r = bench_sft(model_dir, task, recipe, args)
         t = recipe.train
-        print(f"\nSFT ({r['examples']} examples x {t.epochs} epochs, batch {t.batch_size}, frozen: {list(t.freeze)}; "
-              f"tokens/s, median of {args.reps})\n")
+        print(
+            f"\nSFT ({r['examples']} examples x {t.epochs} epochs, batch {t.batch_size}, frozen: {list(t.freeze)}; "
+            f"tokens/s, median of {args.reps})\n"
+        )
         print("| measure | rsft-gen SFT phase (TRL) | plain PyTorch loop | ratio |")
         print("| --- | ---: | ---: | ---: |")
-        print(f"| whole phase (load, tokenise, train, save) | {r['ours_phase']:.0f} | {r['base_phase']:.0f} | "
-              f"{r['ours_phase'] / r['base_phase']:.2f} |")
-        print(f"| training loop only | {r['ours_loop']:.0f} | {r['base_loop']:.0f} | {r['ours_loop'] / r['base_loop']:.2f} |")
+        print(
+            f"| whole phase (load, tokenise, train, save) | {r['ours_phase']:.0f} | {r['base_phase']:.0f} | "
+            f"{r['ours_phase'] / r['base_phase']:.2f} |"
+        )
+        print(
+            f"| training loop only | {r['ours_loop']:.0f} | {r['base_loop']:.0f} "
+            f"| {r['ours_loop'] / r['base_loop']:.2f} |"
+        )
 
 
 if __name__ == "__main__":  # the vLLM engine's processes are spawned and re-import this module

@@ -28,7 +28,8 @@ sets `isolation: none` (plain child processes, no OS sandbox; logged as a
 warning on every call).
 
 >>> code_exec(["add"] * 3,
-...           ["```python\\ndef add(a, b):\\n    return a + b\\n```", "def add(a, b): return a - b", "while True: pass"],
+...           ["```python\\ndef add(a, b):\\n    return a + b\\n```", "def add(a, b): return a - b",
+...            "while True: pass"],
 ...           tests=[["assert add(1, 2) == 3", "assert add(0, 0) == 0"]] * 3, timeout_s=1)
 [1.0, 0.5, 0.0]
 """
@@ -70,15 +71,27 @@ def _tests(value) -> list[str]:
     return [str(t) for t in value]  # list, tuple, or the numpy array parquet gives back
 
 
-def code_exec(prompts, completions, column: str = "tests", timeout_s: float = 5.0, memory_mb: int = 1024,
-              workers: int | None = None, prefix_prompt: bool = False, site_packages: bool = False,
-              isolation: str = "bwrap", log_metric=None, **columns) -> list[float | None]:
+def code_exec(
+    prompts,
+    completions,
+    column: str = "tests",
+    timeout_s: float = 5.0,
+    memory_mb: int = 1024,
+    workers: int | None = None,
+    prefix_prompt: bool = False,
+    site_packages: bool = False,
+    isolation: str = "bwrap",
+    log_metric=None,
+    **columns,
+) -> list[float | None]:
     """Fraction of the prompt's tests the completion's code passes (None when there are no tests)."""
     if column not in columns:
         raise KeyError(f"code_exec: no column '{column}' in the prompt set (have: {', '.join(sorted(columns))})")
     tests = [_tests(t) for t in columns[column]]
     todo = [i for i, t in enumerate(tests) if t]
-    jobs = [((text_of(prompts[i]) if prefix_prompt else "") + extract_code(text_of(completions[i])), tests[i]) for i in todo]
+    jobs = [
+        ((text_of(prompts[i]) if prefix_prompt else "") + extract_code(text_of(completions[i])), tests[i]) for i in todo
+    ]
     limits = Limits(timeout_s=timeout_s, memory_mb=memory_mb, site_packages=site_packages, isolation=isolation)
     results = run_many(jobs, limits, workers=workers, progress=len(jobs) >= 64)
     out: list[float | None] = [None] * len(completions)
@@ -87,9 +100,14 @@ def code_exec(prompts, completions, column: str = "tests", timeout_s: float = 5.
     statuses = Counter(r.status for r in results)
     unparsed = sum(r.unparsed for r in results)
     if results:
-        log.info("code_exec: %d programs: %s; %d of %d tests could not be split and ran whole in the sandbox "
-                 "(weaker: the program could fake them)", len(results),
-                 ", ".join(f"{k} {v}" for k, v in statuses.most_common()), unparsed, sum(r.total for r in results))
+        log.info(
+            "code_exec: %d programs: %s; %d of %d tests could not be split and ran whole in the sandbox "
+            "(weaker: the program could fake them)",
+            len(results),
+            ", ".join(f"{k} {v}" for k, v in statuses.most_common()),
+            unparsed,
+            sum(r.total for r in results),
+        )
     if log_metric is not None:
         log_metric("unparsed_tests", unparsed)
     return out

@@ -23,11 +23,13 @@ When both sides read as numbers they are compared as numbers ("41.0" == "41",
 [1.0]
 >>> exact_match(["q"], ["from 10 to -3.50, so"], answer=["-3.5"], extract="last_number")
 [1.0]
->>> exact_match(["q", "q"], ["no number", "12345678901234567891"], answer=["5", "12345678901234567890"], extract="last_number")
+>>> exact_match(["q", "q"], ["no number", "12345678901234567891"], answer=["5", "12345678901234567890"],
+...             extract="last_number")
 [0.0, 0.0]
 >>> exact_match(["q"], ["<think>5? no</think><answer> 6 </answer>"], answer=["6"], extract="answer_tags")
 [1.0]
->>> exact_match(["q"], [[{"role": "assistant", "content": "Let me see.\\n7 + 5 = 12\\n\\n12\\n"}]], answer=["12"], extract="last_line")
+>>> exact_match(["q"], [[{"role": "assistant", "content": "Let me see.\\n7 + 5 = 12\\n\\n12\\n"}]], answer=["12"],
+...             extract="last_line")
 [1.0]
 """
 
@@ -101,7 +103,9 @@ def extract_answer(text: str, extract: str = "strip", pattern: str | None = None
         m = re.findall(pattern, text)
         got = (m[-1][0] if isinstance(m[-1], tuple) else m[-1]) if m else None
     else:
-        raise ValueError(f"unknown extract mode '{extract}'; use strip, last_number, boxed, gsm8k, answer_tags, last_line or regex")
+        raise ValueError(
+            f"unknown extract mode '{extract}'; use strip, last_number, boxed, gsm8k, answer_tags, last_line or regex"
+        )
     return None if got is None else _normalise_number(got)
 
 

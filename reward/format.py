@@ -27,8 +27,14 @@ def _tag_ok(text: str, tag: str) -> tuple[bool, int]:
     return ok, opens[0] if ok else -1
 
 
-def format_reward(prompts, completions, pattern: str | None = None, tags: list[str] | None = None,
-                  full: bool = True, partial: bool = False) -> list[float]:
+def format_reward(
+    prompts,
+    completions,
+    pattern: str | None = None,
+    tags: list[str] | None = None,
+    full: bool = True,
+    partial: bool = False,
+) -> list[float]:
     """Regex and/or tag checks; 1.0 when all pass (or the fraction of tags with partial=True)."""
     if pattern is None and not tags:
         raise ValueError("the 'format' reward needs pattern= and/or tags=")

@@ -24,8 +24,16 @@ from collections import Counter, defaultdict
 from reward.exact_match import extract_answer, text_of
 
 
-def majority_vote(prompts, completions, group_ids, extract: str = "last_number", pattern: str | None = None,
-                  min_agreement: float = 0.0, ties: str = "all", no_majority: float | None = 0.0) -> list[float | None]:
+def majority_vote(
+    prompts,
+    completions,
+    group_ids,
+    extract: str = "last_number",
+    pattern: str | None = None,
+    min_agreement: float = 0.0,
+    ties: str = "all",
+    no_majority: float | None = 0.0,
+) -> list[float | None]:
     """1.0 for completions whose extracted answer is the (configurable) majority of their group."""
     if ties not in ("all", "none"):
         raise ValueError(f"majority_vote: ties is '{ties}'; use all or none")

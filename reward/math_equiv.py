@@ -45,6 +45,10 @@ def math_equiv(prompts, completions, answer, float_rounding: int = 6) -> list[fl
     for completion, gold in zip(completions, answer):
         gold_parsed = _parse_gold(str(gold))
         pred = parse(text_of(completion), parsing_timeout=_timeout())
-        ok = bool(gold_parsed) and bool(pred) and verify(gold_parsed, pred, float_rounding=float_rounding, timeout_seconds=_timeout())
+        ok = (
+            bool(gold_parsed)
+            and bool(pred)
+            and verify(gold_parsed, pred, float_rounding=float_rounding, timeout_seconds=_timeout())
+        )
         out.append(1.0 if ok else 0.0)
     return out

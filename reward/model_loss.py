@@ -48,17 +48,39 @@ def _prompt_texts(prompts, tokenizer) -> list[str]:
     return out
 
 
-def model_loss(prompts, completions, model_path: str | None = None, device: str | None = None, batch_size: int = 64, add_eos: bool = True) -> list[float]:
+def model_loss(
+    prompts,
+    completions,
+    model_path: str | None = None,
+    device: str | None = None,
+    batch_size: int = 64,
+    add_eos: bool = True,
+) -> list[float]:
     """Mean per-token loss of each completion given its prompt under the model at model_path."""
     if not model_path:
-        raise ValueError("model_loss needs model_path=<model directory>; the rsft-gen loop passes the current model's path automatically.")
+        raise ValueError(
+            "model_loss needs model_path=<model directory>; "
+            "the rsft-gen loop passes the current model's path automatically."
+        )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rsft_gen.likelihood import completion_log_probs
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32 if device == "cpu" else "auto").to(device).eval()
-    mean_log_p = completion_log_probs(model, tokenizer, _prompt_texts(prompts, tokenizer), [text_of(c) for c in completions], add_eos=add_eos, per_token_mean=True, batch_size=batch_size)
+    model = (
+        AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32 if device == "cpu" else "auto")
+        .to(device)
+        .eval()
+    )
+    mean_log_p = completion_log_probs(
+        model,
+        tokenizer,
+        _prompt_texts(prompts, tokenizer),
+        [text_of(c) for c in completions],
+        add_eos=add_eos,
+        per_token_mean=True,
+        batch_size=batch_size,
+    )
     del model
     return [float(-lp) for lp in mean_log_p]

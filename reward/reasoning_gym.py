@@ -41,8 +41,16 @@ def _text(completion) -> str:
     return completion if isinstance(completion, str) else completion[-1]["content"]
 
 
-def reasoning_gym(prompts, completions, rg_task, rg_config, rg_entry, extract: str = "answer_tags", pattern: str | None = None,
-                  **columns) -> list[float]:
+def reasoning_gym(
+    prompts,
+    completions,
+    rg_task,
+    rg_config,
+    rg_entry,
+    extract: str = "answer_tags",
+    pattern: str | None = None,
+    **columns,
+) -> list[float]:
     """The reasoning-gym task's score_answer on each completion's extracted answer (0.0 if none)."""
     out = []
     for completion, task, config, entry in zip(completions, rg_task, rg_config, rg_entry):

@@ -53,9 +53,14 @@ def _load(model: str, device: str, dtype: str):
 
 def _encode(tok, prompts, completions, input: str, max_length: int):
     if input == "chat":  # a conversational prompt keeps its messages (system included)
-        texts = [tok.apply_chat_template((p if not isinstance(p, str) else [{"role": "user", "content": p}])
-                                         + [{"role": "assistant", "content": text_of(c)}], tokenize=False)
-                 for p, c in zip(prompts, completions)]
+        texts = [
+            tok.apply_chat_template(
+                (p if not isinstance(p, str) else [{"role": "user", "content": p}])
+                + [{"role": "assistant", "content": text_of(c)}],
+                tokenize=False,
+            )
+            for p, c in zip(prompts, completions)
+        ]
         return tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     prompts, completions = [text_of(p) for p in prompts], [text_of(c) for c in completions]
     if input == "pair":
@@ -67,9 +72,18 @@ def _encode(tok, prompts, completions, input: str, max_length: int):
     return tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
 
 
-def reward_model(prompts, completions, model: str, batch_size: int = 16, max_length: int = 1024, label: int | None = None,
-                 output: str = "logit", input: str = "pair", device: str | None = None,
-                 dtype: str = "float32") -> list[float]:
+def reward_model(
+    prompts,
+    completions,
+    model: str,
+    batch_size: int = 16,
+    max_length: int = 1024,
+    label: int | None = None,
+    output: str = "logit",
+    input: str = "pair",
+    device: str | None = None,
+    dtype: str = "float32",
+) -> list[float]:
     """One score per completion from a sequence-classification model."""
     import torch
 
@@ -81,7 +95,7 @@ def reward_model(prompts, completions, model: str, batch_size: int = 16, max_len
     scores = [0.0] * len(completions)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             batch = _encode(tok, [prompts[i] for i in idx], [completions[i] for i in idx], input, max_length).to(device)
             logits = net(**batch).logits.float()
             values = logits.softmax(-1)[:, label] if output == "prob" else logits[:, label]

@@ -36,9 +36,13 @@ def _items(value, sep: str, pattern: str | None) -> set[str]:
     return {" ".join(p.lower().split()) for p in parts} - {""}
 
 
-def span_f1(prompts, completions, column: str = "answer", sep: str = r"[\n,;]", pattern: str | None = None,
-            **columns) -> list[float]:
-    """Set F1 of predicted vs gold items, in [0, 1]. (**columns: prompt-set columns only; see rsft_gen/reward_call.py)"""
+def span_f1(
+    prompts, completions, column: str = "answer", sep: str = r"[\n,;]", pattern: str | None = None, **columns
+) -> list[float]:
+    """Set F1 of predicted vs gold items, in [0, 1].
+
+    (**columns: prompt-set columns only; see rsft_gen/reward_call.py)
+    """
     if column not in columns:
         raise KeyError(f"span_f1: no column '{column}' in the prompt set (have: {', '.join(sorted(columns))})")
     out = []

@@ -33,15 +33,29 @@ def load_target(path: str, device: str = "cpu"):
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if device == "cpu" else "auto")
     except OSError as e:
-        raise ValueError(f"recipe key 'accept.target_model' is '{path}', which could not be loaded as a model ({e}); give a saved model directory or hub id.") from None
+        raise ValueError(
+            f"recipe key 'accept.target_model' is '{path}', which could not be loaded as a model ({e}); "
+            "give a saved model directory or hub id."
+        ) from None
     return model.to(device).eval(), tokenizer
 
 
-def target_log_probs(cands: pd.DataFrame, path: str, device: str = "cpu", batch_size: int = 64, chunk: int = 4096, model=None, tokenizer=None) -> np.ndarray:
+def target_log_probs(
+    cands: pd.DataFrame,
+    path: str,
+    device: str = "cpu",
+    batch_size: int = 64,
+    chunk: int = 4096,
+    model=None,
+    tokenizer=None,
+) -> np.ndarray:
     """log p(token_ids | prompt) under the target model, one float per candidate row."""
     for col in ("prompt", "token_ids"):
         if col not in cands.columns:
-            raise ValueError(f"accept.target: model needs the candidate column '{col}' (the generator writes it); columns are {list(cands.columns)}.")
+            raise ValueError(
+                f"accept.target: model needs the candidate column '{col}' (the generator writes it); "
+                f"columns are {list(cands.columns)}."
+            )
     if model is None or tokenizer is None:
         model, tokenizer = load_target(path, device)
     start = time.perf_counter()
@@ -51,7 +65,10 @@ def target_log_probs(cands: pd.DataFrame, path: str, device: str = "cpu", batch_
     vocab = model.get_output_embeddings().weight.shape[0]
     too_big = max((max(c) for c in c_ids if len(c)), default=-1)
     if too_big >= vocab:
-        raise ValueError(f"accept.target_model '{path}' has a vocabulary of {vocab} tokens but a candidate holds token id {too_big}; the target model must share the sampler's tokenizer.")
+        raise ValueError(
+            f"accept.target_model '{path}' has a vocabulary of {vocab} tokens "
+            f"but a candidate holds token id {too_big}; the target model must share the sampler's tokenizer."
+        )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     # Score each distinct (prompt, completion) once: samples repeat, often many times.
     keys = [(tuple(p), tuple(c)) for p, c in zip(p_ids, c_ids)]
@@ -59,10 +76,24 @@ def target_log_probs(cands: pd.DataFrame, path: str, device: str = "cpu", batch_
     scores = np.empty(len(unique), dtype=np.float64)
     # Sort by length so batches pad little; chunks give the progress bar something to count.
     order = np.argsort([len(p) + len(c) for p, c in unique], kind="stable")
-    for lo in tqdm(range(0, len(order), chunk), desc="target log p", unit="chunk", leave=False, disable=len(order) <= chunk):
+    for lo in tqdm(
+        range(0, len(order), chunk), desc="target log p", unit="chunk", leave=False, disable=len(order) <= chunk
+    ):
         idx = order[lo : lo + chunk]
-        scores[idx] = token_ids_log_probs(model, [list(unique[i][0]) for i in idx], [list(unique[i][1]) for i in idx], batch_size=batch_size, pad_id=pad)
+        scores[idx] = token_ids_log_probs(
+            model,
+            [list(unique[i][0]) for i in idx],
+            [list(unique[i][1]) for i in idx],
+            batch_size=batch_size,
+            pad_id=pad,
+        )
     index = {k: i for i, k in enumerate(unique)}
     out = scores[[index[k] for k in keys]]
-    log.info("accept: scored %d candidates (%d distinct) under target model %s in %.1fs", len(out), len(unique), path, time.perf_counter() - start)
+    log.info(
+        "accept: scored %d candidates (%d distinct) under target model %s in %.1fs",
+        len(out),
+        len(unique),
+        path,
+        time.perf_counter() - start,
+    )
     return out

@@ -32,7 +32,11 @@ import pandas as pd
 from rsft_gen.config import Recipe, RewardSpec
 
 EXTRACTS = ("strip", "last_number", "boxed", "gsm8k", "answer_tags", "last_line", "regex")
-EXTRACTING = ("exact_match", "majority_vote", "reasoning_gym")  # built-ins whose `extract` defines the answer under auto
+EXTRACTING = (
+    "exact_match",
+    "majority_vote",
+    "reasoning_gym",
+)  # built-ins whose `extract` defines the answer under auto
 
 
 @dataclass(frozen=True)
@@ -102,24 +106,41 @@ def answer_rule(recipe: Recipe) -> AnswerRule | None:
 def check(recipe: Recipe) -> list[tuple[str, str]]:
     """(key, message) for each problem with eval.correct / eval.answer; config.validate raises the first."""
     problems = []
-    names = [c[len("reward/"):] for c in reward_columns(recipe.rewards)]
+    names = [c[len("reward/") :] for c in reward_columns(recipe.rewards)]
     want = recipe.eval.correct.reward
     if want is not None and want not in names:
         close = difflib.get_close_matches(want, names, n=1, cutoff=0.6)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        problems.append(("eval.correct.reward", f"is '{want}', which is not one of the recipe's rewards ({', '.join(names)}).{hint}"))
+        problems.append(
+            (
+                "eval.correct.reward",
+                f"is '{want}', which is not one of the recipe's rewards ({', '.join(names)}).{hint}",
+            )
+        )
     extract, pattern = recipe.eval.answer.extract, recipe.eval.answer.pattern
     if extract not in EXTRACTS + ("auto", "none"):
-        problems.append(("eval.answer.extract", f"is '{extract}'; choose one of {', '.join(EXTRACTS + ('auto', 'none'))}."))
+        problems.append(
+            ("eval.answer.extract", f"is '{extract}'; choose one of {', '.join(EXTRACTS + ('auto', 'none'))}.")
+        )
     elif extract == "regex":
         if not pattern:
-            problems.append(("eval.answer.pattern", "is not set; eval.answer.extract: regex needs a pattern (its first group is the answer)."))
+            problems.append(
+                (
+                    "eval.answer.pattern",
+                    "is not set; eval.answer.extract: regex needs a pattern (its first group is the answer).",
+                )
+            )
         else:
             try:
                 re.compile(pattern)
             except re.error as e:
                 problems.append(("eval.answer.pattern", f"is not a valid regular expression ({e})."))
     elif recipe.select.dedup and recipe.select.dedup_key == "answer" and answer_rule(recipe) is None:
-        problems.append(("select.dedup_key", "is 'answer', but the recipe defines no answer (eval.answer.extract resolves to "
-                                             "none); set eval.answer.extract (e.g. last_number, boxed, answer_tags)."))
+        problems.append(
+            (
+                "select.dedup_key",
+                "is 'answer', but the recipe defines no answer (eval.answer.extract resolves to "
+                "none); set eval.answer.extract (e.g. last_number, boxed, answer_tags).",
+            )
+        )
     return problems

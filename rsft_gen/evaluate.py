@@ -29,7 +29,9 @@ def correctness(cands: pd.DataFrame, recipe: Recipe, round_idx: int = 0) -> np.n
     return correct_rule(recipe).judge(cands, RoundState(round_idx, recipe.rounds, "eval"))
 
 
-def evaluate(generator: Generator, prompts: pd.DataFrame, recipe: Recipe, seed: int, round_idx: int = 0) -> tuple[dict, pd.DataFrame]:
+def evaluate(
+    generator: Generator, prompts: pd.DataFrame, recipe: Recipe, seed: int, round_idx: int = 0
+) -> tuple[dict, pd.DataFrame]:
     """Returns (metrics, the greedy completions with a `correct` column)."""
     g = recipe.generate
     greedy = SamplingSettings(n=1, temperature=0.0, max_new_tokens=g.max_new_tokens, seed=seed)
@@ -40,19 +42,30 @@ def evaluate(generator: Generator, prompts: pd.DataFrame, recipe: Recipe, seed: 
         from rsft_gen.metrics import sampled_metrics
 
         sampling = SamplingSettings(
-            n=recipe.eval.n, temperature=recipe.eval.temperature, top_p=g.top_p, top_k=g.top_k, max_new_tokens=g.max_new_tokens, seed=seed,
+            n=recipe.eval.n,
+            temperature=recipe.eval.temperature,
+            top_p=g.top_p,
+            top_k=g.top_k,
+            max_new_tokens=g.max_new_tokens,
+            seed=seed,
             log_q=False,  # pass@k and maj@k do not use it
         )
-        samples = candidates_frame(generator.generate(prompts.prompt_id.tolist(), prompts.prompt.tolist(), sampling), prompts)
+        samples = candidates_frame(
+            generator.generate(prompts.prompt_id.tolist(), prompts.prompt.tolist(), sampling), prompts
+        )
         samples["correct"] = correctness(samples, recipe, round_idx)
         answer = answer_rule(recipe)
-        metrics.update(sampled_metrics(samples, recipe.eval.k, seed=seed, extract=answer and answer.extract,
-                                       pattern=answer and answer.pattern))
+        metrics.update(
+            sampled_metrics(
+                samples, recipe.eval.k, seed=seed, extract=answer and answer.extract, pattern=answer and answer.pattern
+            )
+        )
     return metrics, cands
 
 
-
-def evaluate_checkpoint(target: str | Path, round_idx: int | None = None, overrides: list[str] = ()) -> tuple[dict, pd.DataFrame, dict]:
+def evaluate_checkpoint(
+    target: str | Path, round_idx: int | None = None, overrides: list[str] = ()
+) -> tuple[dict, pd.DataFrame, dict]:
     """`rsft-gen eval`: evaluate a run's round (or a recipe's starting model) with `evaluate`.
 
     target is a run directory (its config.yaml, data/eval.parquet and
@@ -77,20 +90,27 @@ def evaluate_checkpoint(target: str | Path, round_idx: int | None = None, overri
     with tempfile.TemporaryDirectory(prefix="rsft_eval_") as tmp:
         if run_dir is not None:
             if not (run_dir / "config.yaml").exists():
-                raise RecipeError(f"'{run_dir}' has no config.yaml; give a run directory written by `rsft-gen run`, or a recipe file.")
+                raise RecipeError(
+                    f"'{run_dir}' has no config.yaml; give a run directory written by `rsft-gen run`, or a recipe file."
+                )
             recipe = load_recipe(run_dir / "config.yaml", list(overrides))
             prompts = pd.read_parquet(run_dir / "data" / "eval.parquet")
             model, round_idx = round_model(run_dir, recipe, round_idx)
         else:
             if round_idx not in (None, 0):
-                raise RecipeError(f"no run at '{recipe.output_dir}' (the recipe's output_dir), so no round {round_idx} to evaluate; run it first, or give the run directory.")
+                raise RecipeError(
+                    f"no run at '{recipe.output_dir}' (the recipe's output_dir), so no round {round_idx} to evaluate; "
+                    "run it first, or give the run directory."
+                )
             round_idx = 0
             prompts = make_task(recipe.data, recipe.seed_sft.n, recipe.seed).eval
             model = run_setup.prepare_base_model(recipe, Path(tmp))  # "tiny" is built with the run's seed
         prompts = render_frame(prompts, recipe.model, str(model))  # the chat template, as the loop applies it
         generator = make_generator(recipe.generate, model, pick_device(recipe.device), backend=eval_backend(recipe))
         try:  # the loop's eval seed, so a round's eval.json is reproduced
-            metrics, greedy = evaluate(generator, prompts, recipe, seed=derive(recipe.seed, "eval"), round_idx=round_idx)
+            metrics, greedy = evaluate(
+                generator, prompts, recipe, seed=derive(recipe.seed, "eval"), round_idx=round_idx
+            )
         finally:
             generator.close()
     return metrics, greedy, {"model": str(model), "round": round_idx, "run_dir": str(run_dir) if run_dir else None}

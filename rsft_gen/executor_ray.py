@@ -60,8 +60,10 @@ def _ray():
     try:
         import ray
     except ImportError:
-        raise RecipeError("generate.executor: ray (or rewards[].executor: ray) needs Ray; install it with "
-                          "`pip install 'rsft-gen[ray]'` (or `pip install ray`) on every node.") from None
+        raise RecipeError(
+            "generate.executor: ray (or rewards[].executor: ray) needs Ray; install it with "
+            "`pip install 'rsft-gen[ray]'` (or `pip install ray`) on every node."
+        ) from None
     return ray
 
 
@@ -75,8 +77,13 @@ def connect(address: str | None = None) -> bool:
     os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(address=address, log_to_driver=True)
     res = ray.cluster_resources()
-    log.info("ray: %s, %d nodes, %.0f CPUs, %.0f GPUs", address or "auto", len([n for n in ray.nodes() if n.get("Alive")]),
-             res.get("CPU", 0), res.get("GPU", 0))
+    log.info(
+        "ray: %s, %d nodes, %.0f CPUs, %.0f GPUs",
+        address or "auto",
+        len([n for n in ray.nodes() if n.get("Alive")]),
+        res.get("CPU", 0),
+        res.get("GPU", 0),
+    )
     return True
 
 
@@ -133,8 +140,11 @@ class RayShardPool:
     def top_up(self) -> None:
         """Start actors for the empty slots (all at first; dead ones' later), and wait until each is placed."""
         ray = _ray()
-        new = {slot: self.actor_class.remote(self.recipe, self.cpus) for slot in range(self.recipe.generate.workers)
-               if slot not in self.actors}
+        new = {
+            slot: self.actor_class.remote(self.recipe, self.cpus)
+            for slot in range(self.recipe.generate.workers)
+            if slot not in self.actors
+        }
         if not new:
             return
         pings = {actor.pid.remote(): slot for slot, actor in new.items()}
@@ -149,20 +159,31 @@ class RayShardPool:
         if missing:
             for slot in missing:
                 ray.kill(new[slot])
-            log.warning("ray: workers %s could not be started within %ds (each needs %.2g CPUs, %.2g GPUs; cluster "
-                        "has %s); going on with %d", missing, READY_TIMEOUT_S, self.cpus, self.gpus,
-                        ray.available_resources(), len(self.actors))
+            log.warning(
+                "ray: workers %s could not be started within %ds (each needs %.2g CPUs, %.2g GPUs; cluster "
+                "has %s); going on with %d",
+                missing,
+                READY_TIMEOUT_S,
+                self.cpus,
+                self.gpus,
+                ray.available_resources(),
+                len(self.actors),
+            )
         if not self.actors:
-            raise RecipeError(f"generate.executor=ray: none of the {self.recipe.generate.workers} workers could be "
-                              f"placed ({self.cpus} CPUs, {self.gpus} GPUs each); lower generate.worker_cpus / "
-                              f"generate.worker_gpus or generate.workers, or add nodes.")
+            raise RecipeError(
+                f"generate.executor=ray: none of the {self.recipe.generate.workers} workers could be "
+                f"placed ({self.cpus} CPUs, {self.gpus} GPUs each); lower generate.worker_cpus / "
+                f"generate.worker_gpus or generate.workers, or add nodes."
+            )
 
     def pids(self) -> dict[int, int]:
         """slot -> process id of each live actor (the tests kill one)."""
         ray = _ray()
         return {slot: ray.get(actor.pid.remote()) for slot, actor in self.actors.items()}
 
-    def run(self, jobs: list[ShardJob], model_dir: str, run_on_head: Callable[[ShardJob], tuple[int, float]] | None = None) -> ShardStats:
+    def run(
+        self, jobs: list[ShardJob], model_dir: str, run_on_head: Callable[[ShardJob], tuple[int, float]] | None = None
+    ) -> ShardStats:
         """Run the shards on the actors; a shard whose actor dies is re-queued. Returns the round's stats.
 
         `run_on_head(job)` runs a shard in this process when no actor is left (default: an HF/vLLM
@@ -187,7 +208,9 @@ class RayShardPool:
                 if run_on_head is None:
                     from rsft_gen.backends import make_generator, pick_device
 
-                    head_gen = head_gen or make_generator(self.recipe.generate, model_dir, pick_device(self.recipe.device))
+                    head_gen = head_gen or make_generator(
+                        self.recipe.generate, model_dir, pick_device(self.recipe.device)
+                    )
                     run_on_head = functools.partial(run_shard, head_gen)
                 tokens, _ = run_on_head(job)
                 stats.tokens, stats.on_head = stats.tokens + tokens, stats.on_head + 1
@@ -198,10 +221,16 @@ class RayShardPool:
             slot, job = in_flight.pop(ref)
             try:
                 tokens, _ = ray.get(ref)
-            except ray.exceptions.RayActorError as e:  # the process died (killed, OOM, node lost): only this shard is lost
+            except (
+                ray.exceptions.RayActorError
+            ) as e:  # the process died (killed, OOM, node lost): only this shard is lost
                 if (dead := self.actors.pop(slot, None)) is not None:
-                    log.warning("ray: worker %d died during shard %d (%s); its shards go to the other workers",
-                                slot, job.index, type(e).__name__)
+                    log.warning(
+                        "ray: worker %d died during shard %d (%s); its shards go to the other workers",
+                        slot,
+                        job.index,
+                        type(e).__name__,
+                    )
                     ray.kill(dead)  # in case it is only unreachable: it must not come back and write late
                 if not job.on_disk():  # it may have died just after writing the shard: then nothing is lost
                     pending.appendleft(job)
@@ -209,7 +238,9 @@ class RayShardPool:
                 else:
                     bar.update()
                 continue
-            except ray.exceptions.RayTaskError as e:  # a Python error in the shard (bad checkpoint, ...): as local would
+            except (
+                ray.exceptions.RayTaskError
+            ) as e:  # a Python error in the shard (bad checkpoint, ...): as local would
                 raise e.cause if isinstance(e.cause, BaseException) else e
             stats.tokens += tokens
             bar.update()
@@ -242,6 +273,7 @@ class RayShardPool:
 
 
 # --- rewards: executor: ray ------------------------------------------------------------------------------------
+
 
 @functools.cache
 def _chunk_task():
@@ -290,11 +322,15 @@ def remote_reward(fn: Callable, spec, chunk_size: int | None = None) -> Callable
         if one_worker:
             args.setdefault("workers", 1)
         n = len(args["completions"])
-        size = chunk_size or max(1, -(-n // (4 * max(1, int(ray.cluster_resources().get("CPU", 1))))))  # ~4 chunks per CPU
+        size = chunk_size or max(
+            1, -(-n // (4 * max(1, int(ray.cluster_resources().get("CPU", 1)))))
+        )  # ~4 chunks per CPU
         # Per-sample arguments (one value per completion) are cut with the chunk; the rest go whole.
         per_sample = {k for k, v in args.items() if isinstance(v, (list, tuple)) and len(v) == n}
-        refs = [_chunk_task().remote(spec, {k: (v[a:b] if k in per_sample else v) for k, v in args.items()})
-                for a, b in chunk_bounds(n, size, args.get("group_ids"))]
+        refs = [
+            _chunk_task().remote(spec, {k: (v[a:b] if k in per_sample else v) for k, v in args.items()})
+            for a, b in chunk_bounds(n, size, args.get("group_ids"))
+        ]
         values: list = []
         for ref in refs:
             try:

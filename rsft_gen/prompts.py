@@ -34,21 +34,26 @@ MESSAGES = "prompt_messages"  # column: the unrendered [system?, user] messages,
 
 def chat_messages(prompt: str, system_prompt: str | None) -> list[dict]:
     """The messages a prompt is rendered from: [system?, user]."""
-    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": prompt}]
+    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+        {"role": "user", "content": prompt}
+    ]
 
 
 def chat_renderer(tokenizer, system_prompt: str | None):
     """A function prompt -> rendered text, for this tokenizer's chat template."""
     if not getattr(tokenizer, "chat_template", None):
         raise RecipeError(
-            f"recipe key 'model.chat_template' is true but the tokenizer of '{tokenizer.name_or_path}' has no chat template; "
+            f"recipe key 'model.chat_template' is true but the tokenizer of '{tokenizer.name_or_path}' "
+            "has no chat template; "
             "use an instruct/chat model, or set model.chat_template=false to send prompts as plain text."
         )
     bos = tokenizer.bos_token
     adds_bos = bos is not None and tokenizer("a").input_ids[:1] == [tokenizer.bos_token_id]
 
     def render(prompt: str) -> str:
-        text = tokenizer.apply_chat_template(chat_messages(prompt, system_prompt), tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(
+            chat_messages(prompt, system_prompt), tokenize=False, add_generation_prompt=True
+        )
         if adds_bos and text.startswith(bos):
             text = text[len(bos) :]
         return text
@@ -72,7 +77,16 @@ def render_task(task: TaskData, cfg: ModelConfig, model_dir: str) -> TaskData:
     """The task with every prompt set rendered for the model (unchanged without chat_template)."""
     if not cfg.chat_template:
         if cfg.system_prompt:
-            raise RecipeError("recipe key 'model.system_prompt' is set but model.chat_template is false; a system prompt needs the chat template.")
+            raise RecipeError(
+                "recipe key 'model.system_prompt' is set but model.chat_template is false; "
+                "a system prompt needs the chat template."
+            )
         return task
     render = chat_renderer(AutoTokenizer.from_pretrained(model_dir), cfg.system_prompt)
-    return replace(task, **{name: render_prompts(getattr(task, name), render, cfg.system_prompt) for name in ("train", "eval", "seed_sft")})
+    return replace(
+        task,
+        **{
+            name: render_prompts(getattr(task, name), render, cfg.system_prompt)
+            for name in ("train", "eval", "seed_sft")
+        },
+    )

@@ -38,15 +38,21 @@ _AT_K = re.compile(r"^eval/(pass|maj)@(\d+)$")
 def load_records(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
-        raise RecipeError(f"{path} does not exist; give the run directory of an `rsft-gen run` that has finished at least round 0.")
+        raise RecipeError(
+            f"{path} does not exist; give the run directory of an `rsft-gen run` that has finished at least round 0."
+        )
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def columns(records: list[dict]) -> list[tuple[str, str]]:
     """The columns that at least one round has, in reading order."""
     present = set().union(*records) if records else set()
-    at_k = sorted((m.group(1) != "pass", int(m.group(2)), m.group(1), key) for key in present if (m := _AT_K.match(key)))
-    eval_cols = [("eval/accuracy", "eval acc")] + [(key, f"{kind}@{k}") for _, k, kind, key in at_k]  # pass@k, then maj@k
+    at_k = sorted(
+        (m.group(1) != "pass", int(m.group(2)), m.group(1), key) for key in present if (m := _AT_K.match(key))
+    )
+    eval_cols = [("eval/accuracy", "eval acc")] + [
+        (key, f"{kind}@{k}") for _, k, kind, key in at_k
+    ]  # pass@k, then maj@k
     cols = [("round", "round")] + eval_cols + FIXED_COLUMNS[1:]
     return [(key, title) for key, title in cols if key in present]
 
@@ -141,7 +147,10 @@ def _recipe_line(run_dir: Path) -> tuple[str, str]:
 
     c = OmegaConf.load(cfg)
     rewards = ", ".join(str(r.name) for r in c.get("rewards", []))
-    desc = f"model `{c.model.path}`, k={c.generate.n} at temperature {c.generate.temperature}, rewards: {rewards}, accept: `{c.accept.rule}`, eval: n={c.eval.n}"
+    desc = (
+        f"model `{c.model.path}`, k={c.generate.n} at temperature {c.generate.temperature}, rewards: {rewards}, "
+        f"accept: `{c.accept.rule}`, eval: n={c.eval.n}"
+    )
     return str(c.get("name", run_dir.name)), desc
 
 
@@ -155,11 +164,24 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     parts = [f"# rsft-gen report: {name}", "", f"Run directory: `{run_dir}`  "]
     if desc:
         parts.append(f"Recipe: {desc}")
-    parts += ["", "Round 0 is the starting model (after the seed SFT, if any); round r is trained on what round r sampled and accepted.", ""]
+    parts += [
+        "",
+        "Round 0 is the starting model (after the seed SFT, if any); "
+        "round r is trained on what round r sampled and accepted.",
+        "",
+    ]
     parts += [markdown_table(records), "", "![eval, acceptance and reward by round](report.png)", ""]
-    violated = [f"round {rec['round']} ({rec['accept/bound_violations']})" for rec in records if rec.get("accept/bound_violations")]
+    violated = [
+        f"round {rec['round']} ({rec['accept/bound_violations']})"
+        for rec in records
+        if rec.get("accept/bound_violations")
+    ]
     if violated:
-        parts += [f"**Bound violations** (samples with p/q > M, so the accepted set is not an exact sample of the target): {', '.join(violated)}.", ""]
+        parts += [
+            "**Bound violations** (samples with p/q > M, so the accepted set is not an exact sample of the target): "
+            f"{', '.join(violated)}.",
+            "",
+        ]
     offline = sorted((run_dir / "wandb").glob("offline-run-*"))
     if offline:
         parts += [f"W&B runs stored offline; upload with `wandb sync {' '.join(str(p) for p in offline)}`.", ""]

@@ -102,7 +102,9 @@ def check_kwargs(fn: Callable, sig: Signature, spec: RewardSpec, target: str) ->
     where = f"reward '{spec.name}' ({target})"
     for key in spec.kwargs:
         if key in SET_BY_US or key in HOOKS:
-            raise RecipeError(f"{where}: rewards[].kwargs.{key} is set by rsft-gen for every call; remove it from the recipe.")
+            raise RecipeError(
+                f"{where}: rewards[].kwargs.{key} is set by rsft-gen for every call; remove it from the recipe."
+            )
     if sig.open:
         if spec.kwargs:
             log.info("%s takes **%s, so its kwargs %s are passed unchecked", where, sig.var_kw, sorted(spec.kwargs))
@@ -110,12 +112,16 @@ def check_kwargs(fn: Callable, sig: Signature, spec: RewardSpec, target: str) ->
         for key in spec.kwargs:
             if key not in sig.params:
                 mine = [p for p in sig.params if p not in SET_BY_US and p not in HOOKS]
-                raise RecipeError(f"{where} has no parameter '{key}' (rewards[].kwargs.{key}).{_did_you_mean(key, mine)} "
-                                  f"Its parameters: {', '.join(mine) or 'none'}.")
+                raise RecipeError(
+                    f"{where} has no parameter '{key}' (rewards[].kwargs.{key}).{_did_you_mean(key, mine)} "
+                    f"Its parameters: {', '.join(mine) or 'none'}."
+                )
     if not sig.open and not {"completions", "completion_ids"} & set(sig.params):
-        raise RecipeError(f"{where} takes neither `completions` nor `completion_ids`, so it cannot score anything. If it "
-                          f"builds the reward function (like trl.rewards:get_soft_overlong_punishment), set factory: true "
-                          f"in its recipe entry; its kwargs then go to it.")
+        raise RecipeError(
+            f"{where} takes neither `completions` nor `completion_ids`, so it cannot score anything. If it "
+            f"builds the reward function (like trl.rewards:get_soft_overlong_punishment), set factory: true "
+            f"in its recipe entry; its kwargs then go to it."
+        )
 
 
 def build(factory: Callable, spec: RewardSpec, target: str) -> Callable:
@@ -126,13 +132,17 @@ def build(factory: Callable, spec: RewardSpec, target: str) -> Callable:
         params = Signature.of(factory).params
         unknown = [k for k in spec.kwargs if k not in params]
         hint = _did_you_mean(unknown[0], params) if unknown and not Signature.of(factory).var_kw else ""
-        raise RecipeError(f"reward '{spec.name}' ({target}, a factory): its kwargs {sorted(spec.kwargs)} do not fit "
-                          f"{target}{inspect.signature(factory)}: {e}.{hint}") from None
+        raise RecipeError(
+            f"reward '{spec.name}' ({target}, a factory): its kwargs {sorted(spec.kwargs)} do not fit "
+            f"{target}{inspect.signature(factory)}: {e}.{hint}"
+        ) from None
     except ValueError:  # no readable signature: try it
         pass
     fn = factory(**spec.kwargs)
     if not callable(fn):
-        raise RecipeError(f"reward '{spec.name}': factory: true, but {target}(...) returned a {type(fn).__name__}, not a function.")
+        raise RecipeError(
+            f"reward '{spec.name}': factory: true, but {target}(...) returned a {type(fn).__name__}, not a function."
+        )
     return fn
 
 
@@ -180,6 +190,7 @@ class Batch:
 
 def arguments(sig: Signature, available: dict) -> dict:
     """What one function is given out of everything available (per-sample lists, recipe kwargs, hooks)."""
+
     def takes(key: str) -> bool:
         if key in HOOKS or key in sig.params:
             return key in sig.params
@@ -198,10 +209,12 @@ def check_call(sig: Signature, args: dict, kwargs: dict, offered: dict, name: st
     missing = [p for p in sig.required if p not in args and p not in HOOKS]
     if missing:
         have = sorted(k for k in offered if k not in SET_BY_US)
-        raise RecipeError(f"reward '{name}' needs {', '.join(repr(m) for m in missing)}, which is neither a prompt-set column "
-                          f"(have: {', '.join(have) or 'none'}) nor in its recipe kwargs; add the column (data.*) or the kwarg.")
+        raise RecipeError(
+            f"reward '{name}' needs {', '.join(repr(m) for m in missing)}, which is neither a prompt-set column "
+            f"(have: {', '.join(have) or 'none'}) nor in its recipe kwargs; add the column (data.*) or the kwarg."
+        )
 
 
 def one_sample(args: dict, per_sample: set[str], i: int) -> dict:
     """The arguments of one call restricted to sample i: the per-sample lists are cut, kwargs and hooks go whole."""
-    return {k: (v[i:i + 1] if k in per_sample else v) for k, v in args.items()}
+    return {k: (v[i : i + 1] if k in per_sample else v) for k, v in args.items()}

@@ -70,7 +70,11 @@ def _import_target(target: str) -> Callable:
 
 def describe(fn: Callable) -> str:
     """The first line of a reward's docstring (its function's, else its module's)."""
-    doc = getattr(fn, "__doc__", None) or getattr(sys.modules.get(getattr(fn, "__module__", ""), None), "__doc__", None) or ""
+    doc = (
+        getattr(fn, "__doc__", None)
+        or getattr(sys.modules.get(getattr(fn, "__module__", ""), None), "__doc__", None)
+        or ""
+    )
     return doc.strip().splitlines()[0].strip() if doc.strip() else ""
 
 
@@ -108,12 +112,17 @@ def _find(name: str) -> tuple[Callable, str]:
         try:
             return ep.load(), ep.value
         except Exception as e:
-            raise RecipeError(f"reward '{name}': its entry point '{ep.value}' failed to import: {type(e).__name__}: {e}") from None
+            raise RecipeError(
+                f"reward '{name}': its entry point '{ep.value}' failed to import: {type(e).__name__}: {e}"
+            ) from None
     if ":" in name:
         try:
             return _import_target(name), name
         except (ImportError, AttributeError) as e:
-            raise RecipeError(f"reward '{name}' could not be imported ({type(e).__name__}: {e}); check the module is installed and the function name.") from None
+            raise RecipeError(
+                f"reward '{name}' could not be imported ({type(e).__name__}: {e}); "
+                "check the module is installed and the function name."
+            ) from None
     names = sorted(set(BUILTIN) | {ep.name for ep in entry_points(group=GROUP)})
     raise RecipeError(f"reward '{name}' not found; available: {', '.join(names)}; or give 'package.module:function'.")
 
@@ -141,8 +150,11 @@ def recipe_kwargs(spec: RewardSpec) -> dict:
 
 
 def _bad_value(v) -> bool:
-    ok = v is None or (isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, (bool, np.bool_))
-                       and math.isfinite(float(v)))
+    ok = v is None or (
+        isinstance(v, (int, float, np.floating, np.integer))
+        and not isinstance(v, (bool, np.bool_))
+        and math.isfinite(float(v))
+    )
     return not ok
 
 
@@ -200,7 +212,9 @@ def _first_failing(fn: Callable, args: dict, per_sample: set[str], n: int, limit
     return None
 
 
-def _call(spec: RewardSpec, fn: Callable, args: dict, per_sample: set[str], df: pd.DataFrame) -> tuple[list[float | None], int]:
+def _call(
+    spec: RewardSpec, fn: Callable, args: dict, per_sample: set[str], df: pd.DataFrame
+) -> tuple[list[float | None], int]:
     """Run one reward over all candidates and apply its on_error policy; returns (values, errors)."""
     n = len(df)
     tolerate = "(set on_error: zero or skip in the recipe to tolerate this)"
@@ -210,26 +224,46 @@ def _call(spec: RewardSpec, fn: Callable, args: dict, per_sample: set[str], df: 
         if spec.on_error == "raise":
             # The call is batched, so "which sample" means: the first that also raises on its own.
             i = _first_failing(fn, args, per_sample, n)
-            where = f"; {_where(df, i)} raises on its own" if i is not None else \
-                "; no single sample among the first 200 raises on its own (the failure needs the batch)"
+            where = (
+                f"; {_where(df, i)} raises on its own"
+                if i is not None
+                else "; no single sample among the first 200 raises on its own (the failure needs the batch)"
+            )
             raise RewardError(f"reward '{spec.name}' raised {type(e).__name__}: {e}{where} {tolerate}.") from e
-        log.warning("reward '%s' raised %s: %s; on_error=%s applies to all %d samples", spec.name, type(e).__name__, e, spec.on_error, n)
+        log.warning(
+            "reward '%s' raised %s: %s; on_error=%s applies to all %d samples",
+            spec.name,
+            type(e).__name__,
+            e,
+            spec.on_error,
+            n,
+        )
         return [0.0 if spec.on_error == "zero" else None] * n, n
     if isinstance(values, np.ndarray):
         values = values.tolist()
     if not isinstance(values, (list, tuple)) or len(values) != n:
-        got = f"{type(values).__name__} of length {len(values)}" if hasattr(values, "__len__") else f"a {type(values).__name__}"
+        got = (
+            f"{type(values).__name__} of length {len(values)}"
+            if hasattr(values, "__len__")
+            else f"a {type(values).__name__}"
+        )
         if spec.on_error == "raise":
-            raise RewardError(f"reward '{spec.name}' returned {got} for {n} completions; it must return a list with one "
-                              f"float or None per completion {tolerate}.")
-        log.warning("reward '%s' returned %s for %d completions; on_error=%s applies to all", spec.name, got, n, spec.on_error)
+            raise RewardError(
+                f"reward '{spec.name}' returned {got} for {n} completions; it must return a list with one "
+                f"float or None per completion {tolerate}."
+            )
+        log.warning(
+            "reward '%s' returned %s for %d completions; on_error=%s applies to all", spec.name, got, n, spec.on_error
+        )
         return [0.0 if spec.on_error == "zero" else None] * n, n
     bad = [i for i, v in enumerate(values) if _bad_value(v)]
     if bad and spec.on_error == "raise":
         i = bad[0]
         more = f" (and {len(bad) - 1} more samples)" if len(bad) > 1 else ""
-        raise RewardError(f"reward '{spec.name}' returned {values[i]!r} for {_where(df, i)}{more}; rewards must be finite "
-                          f"floats or None {tolerate}.")
+        raise RewardError(
+            f"reward '{spec.name}' returned {values[i]!r} for {_where(df, i)}{more}; rewards must be finite "
+            f"floats or None {tolerate}."
+        )
     fill = 0.0 if spec.on_error == "zero" else None
     bad_set = set(bad)
     return [fill if i in bad_set else (None if v is None else float(v)) for i, v in enumerate(values)], len(bad)
@@ -241,7 +275,9 @@ def _record(logged: Logged, col_name: str, df: pd.DataFrame, counts: dict) -> No
         counts[f"{col_name}/{name}"] = float(np.mean(values))
     for column, values in logged.extras.items():
         if len(values) != len(df):
-            log.warning("%s: log_extra('%s') got %d values for %d samples; not kept", col_name, column, len(values), len(df))
+            log.warning(
+                "%s: log_extra('%s') got %d values for %d samples; not kept", col_name, column, len(values), len(df)
+            )
             continue
         df[f"{col_name}/{column}"] = values
 
@@ -286,8 +322,15 @@ def score(cands: pd.DataFrame, specs: list[RewardSpec], state: RoundState | None
         counts[f"{col_name}/errors"] = errors
         counts[f"{col_name}/none"] = int((~opinion).sum())
         mean = float(col[opinion].mean()) if opinion.any() else float("nan")
-        log.info("%s: %d samples in %.2fs, mean %.3f, %d without opinion, %d errors", col_name, len(df),
-                 time.perf_counter() - start, mean, counts[f"{col_name}/none"], errors)
+        log.info(
+            "%s: %d samples in %.2fs, mean %.3f, %d without opinion, %d errors",
+            col_name,
+            len(df),
+            time.perf_counter() - start,
+            mean,
+            counts[f"{col_name}/none"],
+            errors,
+        )
     # No reward had an opinion: NaN, which no acceptance rule accepts.
     df["reward"] = np.where(has_opinion, total, np.nan)
     return df, counts

@@ -129,13 +129,44 @@ def _runtime_binds() -> list[str]:
     return args
 
 
-def _bwrap_argv(bwrap: str, limits: Limits, seccomp_fd: int | None, site_dirs: list[str]) -> tuple[list[str], list[str]]:
+def _bwrap_argv(
+    bwrap: str, limits: Limits, seccomp_fd: int | None, site_dirs: list[str]
+) -> tuple[list[str], list[str]]:
     runtime = _runtime_binds()
-    argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--uid", str(_SANDBOX_UID),
-            "--gid", str(_SANDBOX_UID), "--hostname", "sandbox", "--die-with-parent", "--new-session",
-            "--cap-drop", "ALL", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
-            "--setenv", "HOME", "/tmp", "--proc", "/proc", "--dev", "/dev",
-            "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp"]
+    argv = [
+        bwrap,
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--uid",
+        str(_SANDBOX_UID),
+        "--gid",
+        str(_SANDBOX_UID),
+        "--hostname",
+        "sandbox",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--clearenv",
+        "--setenv",
+        "PATH",
+        "/usr/bin:/bin",
+        "--setenv",
+        "LANG",
+        "C.UTF-8",
+        "--setenv",
+        "HOME",
+        "/tmp",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--size",
+        str(limits.tmpfs_mb << 20),
+        "--tmpfs",
+        "/tmp",
+    ]
     argv += runtime
     for d in site_dirs:  # after the tmpfs, so a venv under /tmp stays visible
         argv += ["--ro-bind", d, d]
@@ -168,7 +199,8 @@ class _Sandbox:
                 raise SandboxUnavailable(
                     "code_exec: bubblewrap (bwrap) is not installed; install the Debian/Ubuntu package `bubblewrap` "
                     "(`make install` does so as root), or set the reward kwarg isolation: none to run programs "
-                    "without an OS sandbox (weaker).")
+                    "without an OS sandbox (weaker)."
+                )
             filt = None
             if use_seccomp:
                 filt, w = os.pipe()
@@ -187,9 +219,17 @@ class _Sandbox:
         argv += [os.path.realpath(sys.executable), "-I", "-S", "-c", _HARNESS, json.dumps(cfg)]
         self.err = tempfile.TemporaryFile()
         try:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err,
-                                         pass_fds=pass_fds, start_new_session=True, cwd=cwd, bufsize=0,
-                                         env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.err,
+                pass_fds=pass_fds,
+                start_new_session=True,
+                cwd=cwd,
+                bufsize=0,
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+            )
         finally:
             for fd in pass_fds:
                 os.close(fd)
@@ -198,9 +238,11 @@ class _Sandbox:
             self.err.seek(0)
             why = self.err.read(2000).decode(errors="replace").strip().splitlines()
             self.close()
-            raise SandboxUnavailable(f"code_exec: the sandbox did not start ({' | '.join(why[-3:]) or 'no message'}); "
-                                     "if bwrap says it cannot create a user namespace, allow unprivileged user "
-                                     "namespaces (sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces).")
+            raise SandboxUnavailable(
+                f"code_exec: the sandbox did not start ({' | '.join(why[-3:]) or 'no message'}); "
+                "if bwrap says it cannot create a user namespace, allow unprivileged user "
+                "namespaces (sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces)."
+            )
         self.layers = header["layers"]
 
     def run(self, job: dict):
@@ -267,15 +309,33 @@ def _site_dirs() -> list[str]:
     return [d for d in site.getsitepackages() if os.path.isdir(d)]
 
 
-def _judge(tests: list[str], job_calls: list[list[int]], parsed: list[ParsedTest], reply, limits: Limits,
-           layers: list[str], seconds: float) -> Result:
+def _judge(
+    tests: list[str],
+    job_calls: list[list[int]],
+    parsed: list[ParsedTest],
+    reply,
+    limits: Limits,
+    layers: list[str],
+    seconds: float,
+) -> Result:
     unparsed = sum(p.calls is None for p in parsed)
     if reply is None:
         return Result(0, len(tests), "crashed", "sandbox stopped answering", [], layers, seconds, unparsed)
     header, data, output_bytes = reply
     output = output_bytes.decode(errors="replace")
-    res = lambda status, passed=0, notes="", violations=(): Result(  # noqa: E731
-        passed, len(tests), status, (output + notes)[: limits.output_bytes], list(violations), layers, seconds, unparsed)
+
+    def res(status, passed=0, notes="", violations=()):
+        return Result(
+            passed,
+            len(tests),
+            status,
+            (output + notes)[: limits.output_bytes],
+            list(violations),
+            layers,
+            seconds,
+            unparsed,
+        )
+
     if header["timeout"] or header["signal"] == signal.SIGXCPU:
         return res("timeout")
     if header["signal"] == signal.SIGSYS:
@@ -314,12 +374,15 @@ def _job(code: str, tests: list[str]):
     return {"code": code, "calls": calls, "tests": weak}, job_calls, parsed
 
 
-def run_many(jobs: list[tuple[str, list[str]]], limits: Limits = Limits(), workers: int | None = None,
-             progress: bool = False) -> list[Result]:
+def run_many(
+    jobs: list[tuple[str, list[str]]], limits: Limits = Limits(), workers: int | None = None, progress: bool = False
+) -> list[Result]:
     """Run many (code, tests) pairs, one sandbox (fork server) per worker (default: all cores)."""
     if limits.isolation == "none":
-        log.warning("code_exec: isolation=none: programs run as plain child processes WITHOUT an OS sandbox "
-                     "(they can read this machine's files); use isolation=bwrap where bubblewrap is installed")
+        log.warning(
+            "code_exec: isolation=none: programs run as plain child processes WITHOUT an OS sandbox "
+            "(they can read this machine's files); use isolation=bwrap where bubblewrap is installed"
+        )
     results: list[Result | None] = [None] * len(jobs)
     if not jobs:
         return []

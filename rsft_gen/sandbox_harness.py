@@ -31,20 +31,66 @@ import time
 
 # x86_64 system call numbers (the filter is only installed on x86_64; see sandbox.py)
 _DENY = {  # name: number; denied in both filters
-    "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "mount": 165, "umount2": 166,
-    "pivot_root": 155, "chroot": 161, "unshare": 272, "setns": 308, "keyctl": 250, "add_key": 248,
-    "request_key": 249, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "kexec_load": 246,
-    "kexec_file_load": 320, "init_module": 175, "finit_module": 313, "delete_module": 176,
-    "open_by_handle_at": 304, "name_to_handle_at": 303, "io_uring_setup": 425, "io_uring_enter": 426,
-    "io_uring_register": 427, "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
-    "fsmount": 432, "fspick": 433, "mount_setattr": 442, "acct": 163, "swapon": 167, "swapoff": 168,
-    "reboot": 169, "sethostname": 170, "setdomainname": 171, "iopl": 172, "ioperm": 173, "syslog": 103,
-    "personality": 135, "kcmp": 312, "quotactl": 179, "vhangup": 153, "settimeofday": 164,
-    "clock_settime": 227, "adjtimex": 159, "lookup_dcookie": 212,
+    "ptrace": 101,
+    "process_vm_readv": 310,
+    "process_vm_writev": 311,
+    "mount": 165,
+    "umount2": 166,
+    "pivot_root": 155,
+    "chroot": 161,
+    "unshare": 272,
+    "setns": 308,
+    "keyctl": 250,
+    "add_key": 248,
+    "request_key": 249,
+    "bpf": 321,
+    "perf_event_open": 298,
+    "userfaultfd": 323,
+    "kexec_load": 246,
+    "kexec_file_load": 320,
+    "init_module": 175,
+    "finit_module": 313,
+    "delete_module": 176,
+    "open_by_handle_at": 304,
+    "name_to_handle_at": 303,
+    "io_uring_setup": 425,
+    "io_uring_enter": 426,
+    "io_uring_register": 427,
+    "open_tree": 428,
+    "move_mount": 429,
+    "fsopen": 430,
+    "fsconfig": 431,
+    "fsmount": 432,
+    "fspick": 433,
+    "mount_setattr": 442,
+    "acct": 163,
+    "swapon": 167,
+    "swapoff": 168,
+    "reboot": 169,
+    "sethostname": 170,
+    "setdomainname": 171,
+    "iopl": 172,
+    "ioperm": 173,
+    "syslog": 103,
+    "personality": 135,
+    "kcmp": 312,
+    "quotactl": 179,
+    "vhangup": 153,
+    "settimeofday": 164,
+    "clock_settime": 227,
+    "adjtimex": 159,
+    "lookup_dcookie": 212,
 }
 _CHILD_DENY = {  # only for a program: no new processes, no IPC objects that outlive it, no network
-    "fork": 57, "vfork": 58, "execve": 59, "execveat": 322, "tkill": 200, "shmget": 29, "semget": 64,
-    "msgget": 68, "mq_open": 240,
+    "fork": 57,
+    "vfork": 58,
+    "execve": 59,
+    "execveat": 322,
+    "tkill": 200,
+    "shmget": 29,
+    "semget": 64,
+    "msgget": 68,
+    "mq_open": 240,
 }
 _CLONE, _CLONE3, _KILL, _TGKILL, _SOCKET = 56, 435, 62, 234, 41
 _NS_FLAGS = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
@@ -62,8 +108,14 @@ def seccomp_filter(child_pid=None) -> bytes:
     namespace-creating clone). With child_pid: the per-program filter (kill on _DENY + _CHILD_DENY)."""
     LD, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
     deny = _KILL_PROCESS if child_pid else _ERRNO | _EPERM
-    prog = [_ins(LD, 4), _ins(JEQ, 0xC000003E, 1, 0), _ins(RET, _KILL_PROCESS),  # arch must be x86_64
-            _ins(LD, 0), _ins(JGE, 0x40000000, 0, 1), _ins(RET, _KILL_PROCESS)]  # no x32 ABI
+    prog = [
+        _ins(LD, 4),
+        _ins(JEQ, 0xC000003E, 1, 0),
+        _ins(RET, _KILL_PROCESS),  # arch must be x86_64
+        _ins(LD, 0),
+        _ins(JGE, 0x40000000, 0, 1),
+        _ins(RET, _KILL_PROCESS),
+    ]  # no x32 ABI
     numbers = sorted(_DENY.values()) + (sorted(_CHILD_DENY.values()) if child_pid else [])
     for nr in numbers:
         prog += [_ins(JEQ, nr, 0, 1), _ins(RET, deny)]
@@ -125,9 +177,33 @@ def encode(v, depth=0):
     return ["o", type(v).__name__, text]
 
 
-_PRELOAD = ("re", "itertools", "functools", "collections", "heapq", "math", "hashlib", "random", "string",
-            "typing", "traceback", "logging", "bisect", "statistics", "fractions", "decimal", "datetime", "copy",
-            "operator", "numbers", "array", "textwrap", "unicodedata", "linecache", "shutil")
+_PRELOAD = (
+    "re",
+    "itertools",
+    "functools",
+    "collections",
+    "heapq",
+    "math",
+    "hashlib",
+    "random",
+    "string",
+    "typing",
+    "traceback",
+    "logging",
+    "bisect",
+    "statistics",
+    "fractions",
+    "decimal",
+    "datetime",
+    "copy",
+    "operator",
+    "numbers",
+    "array",
+    "textwrap",
+    "unicodedata",
+    "linecache",
+    "shutil",
+)
 _RESULT_CAP = 8 << 20
 
 
@@ -139,7 +215,7 @@ def _frame(header: dict, *blobs: bytes) -> bytes:
 def _write_all(fd, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _read_exact(fd, n: int) -> bytes:
@@ -256,10 +332,13 @@ def _child(res, out_fd, work, limits, cfg, libc, ctypes):
         import resource
 
         mb = 1 << 20
-        for lim, v in ((resource.RLIMIT_AS, limits["memory_mb"] * mb),
-                       (resource.RLIMIT_CPU, int(limits["timeout_s"]) + 1),
-                       (resource.RLIMIT_FSIZE, limits["file_mb"] * mb),
-                       (resource.RLIMIT_NOFILE, limits["max_open_files"]), (resource.RLIMIT_CORE, 0)):
+        for lim, v in (
+            (resource.RLIMIT_AS, limits["memory_mb"] * mb),
+            (resource.RLIMIT_CPU, int(limits["timeout_s"]) + 1),
+            (resource.RLIMIT_FSIZE, limits["file_mb"] * mb),
+            (resource.RLIMIT_NOFILE, limits["max_open_files"]),
+            (resource.RLIMIT_CORE, 0),
+        ):
             resource.setrlimit(lim, (v, v))
         if cfg["seccomp"] and not install_filter(libc, ctypes, seccomp_filter(os.getpid())):
             os._exit(4)

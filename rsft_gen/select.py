@@ -22,15 +22,27 @@ from rsft_gen.config import SelectConfig
 def _dedup_key(df: pd.DataFrame, key: str, answer: AnswerRule | None) -> pd.Series:
     if key == "answer":  # dedup on the extracted answer, e.g. keep one solution per final answer
         if answer is None:
-            raise ValueError("select.dedup_key is 'answer' but the recipe defines no answer; set eval.answer.extract (e.g. last_number).")
+            raise ValueError(
+                "select.dedup_key is 'answer' but the recipe defines no answer; "
+                "set eval.answer.extract (e.g. last_number)."
+            )
         return df["completion"].map(lambda c: answer.of(c) or c.strip())  # no answer: the text itself
     if key not in df.columns:
-        raise ValueError(f"recipe key 'select.dedup_key' is '{key}', which is not a candidate column; use 'completion', 'answer' or one of {list(df.columns)}")
+        raise ValueError(
+            f"recipe key 'select.dedup_key' is '{key}', which is not a candidate column; "
+            f"use 'completion', 'answer' or one of {list(df.columns)}"
+        )
     return df[key].astype(str)
 
 
-def select(decided: pd.DataFrame, cfg: SelectConfig, seed_data: pd.DataFrame | None, seed: int,
-           correct: CorrectRule | None = None, answer: AnswerRule | None = None) -> tuple[pd.DataFrame, dict]:
+def select(
+    decided: pd.DataFrame,
+    cfg: SelectConfig,
+    seed_data: pd.DataFrame | None,
+    seed: int,
+    correct: CorrectRule | None = None,
+    answer: AnswerRule | None = None,
+) -> tuple[pd.DataFrame, dict]:
     """`correct` / `answer`: the recipe's eval.correct and eval.answer (rsft_gen.answers); the loop passes both."""
     df = decided
     metrics: dict[str, float] = {}
@@ -53,10 +65,16 @@ def select(decided: pd.DataFrame, cfg: SelectConfig, seed_data: pd.DataFrame | N
     sft = acc[["prompt_id", "prompt", "completion"]].assign(source="generated")
     if cfg.mix_seed_fraction > 0 and seed_data is not None and len(seed_data) and len(sft):
         # Fraction of the final set that is seed data: n_seed / (n_seed + n_gen) = f.
-        want = int(round(len(sft) * cfg.mix_seed_fraction / (1 - cfg.mix_seed_fraction))) if cfg.mix_seed_fraction < 1 else len(seed_data)
+        want = (
+            int(round(len(sft) * cfg.mix_seed_fraction / (1 - cfg.mix_seed_fraction)))
+            if cfg.mix_seed_fraction < 1
+            else len(seed_data)
+        )
         rng = np.random.default_rng(seed)
         take = rng.choice(len(seed_data), size=min(want, len(seed_data)), replace=False)
-        mixed = seed_data.iloc[np.sort(take)].rename(columns={"answer": "completion"})[["prompt_id", "prompt", "completion"]]
+        mixed = seed_data.iloc[np.sort(take)].rename(columns={"answer": "completion"})[
+            ["prompt_id", "prompt", "completion"]
+        ]
         sft = pd.concat([sft, mixed.assign(prompt_id=-1 - mixed["prompt_id"], source="seed")], ignore_index=True)
         metrics["select/seed_mixed"] = len(mixed)
     per_prompt = acc.groupby("prompt_id").size().reindex(decided["prompt_id"].unique(), fill_value=0)

@@ -36,19 +36,64 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 # Names the parent interpreter knows; anything else in a test belongs to the solution.
-_FUNCS = {"abs": abs, "len": len, "sorted": sorted, "set": set, "frozenset": frozenset, "list": list,
-          "tuple": tuple, "dict": dict, "round": round, "sum": sum, "min": min, "max": max, "all": all,
-          "any": any, "int": int, "float": float, "str": str, "bool": bool, "isinstance": isinstance,
-          "type": type, "reversed": reversed, "repr": repr}
-_MATH = {"isclose": math.isclose, "fabs": math.fabs, "sqrt": math.sqrt, "floor": math.floor, "ceil": math.ceil,
-         "inf": math.inf, "nan": math.nan, "pi": math.pi, "e": math.e}
+_FUNCS = {
+    "abs": abs,
+    "len": len,
+    "sorted": sorted,
+    "set": set,
+    "frozenset": frozenset,
+    "list": list,
+    "tuple": tuple,
+    "dict": dict,
+    "round": round,
+    "sum": sum,
+    "min": min,
+    "max": max,
+    "all": all,
+    "any": any,
+    "int": int,
+    "float": float,
+    "str": str,
+    "bool": bool,
+    "isinstance": isinstance,
+    "type": type,
+    "reversed": reversed,
+    "repr": repr,
+}
+_MATH = {
+    "isclose": math.isclose,
+    "fabs": math.fabs,
+    "sqrt": math.sqrt,
+    "floor": math.floor,
+    "ceil": math.ceil,
+    "inf": math.inf,
+    "nan": math.nan,
+    "pi": math.pi,
+    "e": math.e,
+}
 _CONSTS = {"True": True, "False": False, "None": None}
-_BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-        ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+_BIN = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
 _UNARY = {ast.Not: operator.not_, ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Invert: operator.invert}
-_CMP = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt,
-        ast.GtE: operator.ge, ast.Is: operator.is_, ast.IsNot: operator.is_not, ast.In: lambda a, b: a in b,
-        ast.NotIn: lambda a, b: a not in b}
+_CMP = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.Is: operator.is_,
+    ast.IsNot: operator.is_not,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
+}
 _MAX_ITEMS = 10_000_000  # a parent-side `x * n` or `x ** n` larger than this is refused, not computed
 
 
@@ -107,8 +152,12 @@ class _Splitter:
         for stmt in body:
             if isinstance(stmt, ast.FunctionDef):
                 continue  # a HumanEval `check` runs where it is called
-            if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call) and isinstance(stmt.value.func, ast.Name) \
-                    and stmt.value.func.id in checkers:
+            if (
+                isinstance(stmt, ast.Expr)
+                and isinstance(stmt.value, ast.Call)
+                and isinstance(stmt.value.func, ast.Name)
+                and stmt.value.func.id in checkers
+            ):
                 self.call_checker(checkers[stmt.value.func.id], stmt.value)
             else:
                 self.statement(stmt)
@@ -118,8 +167,14 @@ class _Splitter:
 
     def call_checker(self, fn: ast.FunctionDef, call: ast.Call):
         params = [a.arg for a in fn.args.args]
-        if call.keywords or len(call.args) != len(params) or fn.args.vararg or fn.args.kwarg or fn.decorator_list \
-                or not all(isinstance(a, ast.Name) for a in call.args):
+        if (
+            call.keywords
+            or len(call.args) != len(params)
+            or fn.args.vararg
+            or fn.args.kwarg
+            or fn.decorator_list
+            or not all(isinstance(a, ast.Name) for a in call.args)
+        ):
             raise Unparsed("checker call")
         outer = (dict(self.consts), dict(self.rename))
         for p, a in zip(params, call.args):  # check(candidate) with check(has_close_elements): candidate -> that name
@@ -136,8 +191,12 @@ class _Splitter:
             pass  # docstrings, `pass`
         elif isinstance(stmt, ast.Import) and all(a.name == "math" and a.asname is None for a in stmt.names):
             pass  # the parent knows math
-        elif isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name) \
-                and not self.foreign(stmt.value):
+        elif (
+            isinstance(stmt, ast.Assign)
+            and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Name)
+            and not self.foreign(stmt.value)
+        ):
             name = stmt.targets[0].id
             self.consts[name] = _eval(self.resolve(stmt.value), {})
             self.rename.pop(name, None)
@@ -151,11 +210,26 @@ class _Splitter:
     def foreign(self, node: ast.AST) -> bool:
         """Does `node` mention a name the parent does not know (so the solution defines it)?"""
         for n in ast.walk(node):
-            if isinstance(n, ast.Name) and (n.id in self.rename or not (n.id in _FUNCS or n.id in _CONSTS
-                                                                        or n.id == "math" or n.id in self.consts)):
+            if isinstance(n, ast.Name) and (
+                n.id in self.rename or not (n.id in _FUNCS or n.id in _CONSTS or n.id == "math" or n.id in self.consts)
+            ):
                 return True
-            if isinstance(n, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.NamedExpr,
-                              ast.Await, ast.Yield, ast.YieldFrom, ast.JoinedStr, ast.Starred)):
+            if isinstance(
+                n,
+                (
+                    ast.Lambda,
+                    ast.ListComp,
+                    ast.SetComp,
+                    ast.DictComp,
+                    ast.GeneratorExp,
+                    ast.NamedExpr,
+                    ast.Await,
+                    ast.Yield,
+                    ast.YieldFrom,
+                    ast.JoinedStr,
+                    ast.Starred,
+                ),
+            ):
                 raise Unparsed(type(n).__name__)
         return False
 
@@ -164,10 +238,27 @@ class _Splitter:
         if not self.foreign(node):
             return self.resolve(node)
         if isinstance(node, ast.Call) and _known_func(node.func):
-            return ast.Call(node.func, [self.split(a) for a in node.args],
-                            [ast.keyword(k.arg, self.split(k.value)) for k in node.keywords])
-        if isinstance(node, (ast.Compare, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.IfExp, ast.Tuple, ast.List,
-                             ast.Set, ast.Dict, ast.Subscript, ast.Slice)):
+            return ast.Call(
+                node.func,
+                [self.split(a) for a in node.args],
+                [ast.keyword(k.arg, self.split(k.value)) for k in node.keywords],
+            )
+        if isinstance(
+            node,
+            (
+                ast.Compare,
+                ast.BoolOp,
+                ast.BinOp,
+                ast.UnaryOp,
+                ast.IfExp,
+                ast.Tuple,
+                ast.List,
+                ast.Set,
+                ast.Dict,
+                ast.Subscript,
+                ast.Slice,
+            ),
+        ):
             copy = ast.parse(ast.unparse(node), mode="eval").body  # a fresh node to rebuild
             for field, value in ast.iter_fields(node):
                 if isinstance(value, ast.expr):
@@ -208,8 +299,12 @@ class _Inline(ast.NodeTransformer):
 def _known_func(func: ast.expr) -> bool:
     if isinstance(func, ast.Name):
         return func.id in _FUNCS
-    return isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "math" \
+    return (
+        isinstance(func, ast.Attribute)
+        and isinstance(func.value, ast.Name)
+        and func.value.id == "math"
         and func.attr in _MATH
+    )
 
 
 def _eval(node: ast.expr, env: dict):

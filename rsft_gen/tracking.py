@@ -74,7 +74,9 @@ class Tracker:
             self._mark_logged("samples", r)
         accepted = round_dir(self.run_dir, r) / "accepted.parquet"
         if accepted.exists() and not self._logged("accepted", r):
-            art = wandb.Artifact(f"accepted-{self.run.id}", type="dataset", metadata={"round": r, "rows": len(pd.read_parquet(accepted))})
+            art = wandb.Artifact(
+                f"accepted-{self.run.id}", type="dataset", metadata={"round": r, "rows": len(pd.read_parquet(accepted))}
+            )
             art.add_file(str(accepted), name=f"round_{r:02d}/accepted.parquet")
             self.run.log_artifact(art, aliases=[f"round_{r:02d}"])
             self._mark_logged("accepted", r)
@@ -109,7 +111,9 @@ def wandb_key(key: str) -> str:
 def samples_table(decided: pd.DataFrame, rows: int) -> pd.DataFrame:
     """The first `rows` samples (whole prompt groups first), with the columns worth reading."""
     reward_cols = sorted(c for c in decided.columns if c.startswith("reward/"))
-    cols = [c for c in TABLE_HEAD if c in decided.columns] + reward_cols + [c for c in TABLE_TAIL if c in decided.columns]
+    cols = (
+        [c for c in TABLE_HEAD if c in decided.columns] + reward_cols + [c for c in TABLE_TAIL if c in decided.columns]
+    )
     order = [c for c in ("prompt_id", "sample_index") if c in decided.columns]
     df = decided.sort_values(order, kind="stable") if order else decided
     df = df[cols].head(rows).reset_index(drop=True)
@@ -133,7 +137,10 @@ def resolve_mode(cfg: WandbConfig) -> str:
     """online | offline | disabled: the recipe's choice, else WANDB_MODE, else by API key."""
     if cfg.mode is not None:
         if cfg.mode not in MODES:
-            raise RecipeError(f"recipe key 'tracking.wandb.mode' is '{cfg.mode}'; choose one of {', '.join(MODES)}, or leave it unset.")
+            raise RecipeError(
+                f"recipe key 'tracking.wandb.mode' is '{cfg.mode}'; "
+                f"choose one of {', '.join(MODES)}, or leave it unset."
+            )
         return cfg.mode
     if os.environ.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes"):
         return "disabled"

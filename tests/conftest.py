@@ -19,6 +19,7 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture
 def fast_recipe(tmp_path):
     """A small, quick variant of the default recipe, writing into a temporary run dir."""
+
     def make(*overrides: str):
         base = [
             f"output_dir={tmp_path / 'run'}",

@@ -1,6 +1,6 @@
 """Acceptance rules on hand-made scored frames: every rule, its tie-breaking, the bound M.
 
-    python -m pytest -q tests/test_accept.py
+python -m pytest -q tests/test_accept.py
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def accepted_ids(decided: pd.DataFrame) -> set[tuple[int, int]]:
 
 # --- the functional core -------------------------------------------------------------------
 
+
 def test_acceptance_probability_is_min_one_ratio_in_log_space():
     prob = acceptance_probability([-1.0, -3.0, -2.0, 500.0], [-2.0, -2.0, -2.0, -500.0], 1.0)
     np.testing.assert_allclose(prob, [1.0, math.exp(-2.0), math.exp(-1.0), 1.0])
@@ -53,6 +54,7 @@ def test_acceptance_probability_nonfinite_input_gives_zero(bad, where):
 
 
 # --- deterministic rules ------------------------------------------------------------------
+
 
 def test_threshold_accepts_at_or_above_and_never_nonfinite():
     df = frame([[0.0, 0.5, 1.0, 2.0, np.nan, np.inf, -np.inf]])
@@ -122,13 +124,16 @@ def test_top_fraction_ties_at_the_cut_share_the_free_slots():
 
 # --- likelihood ratio: reward-tilted ------------------------------------------------------
 
+
 def test_reward_tilted_probability_is_exp_of_reward_gap():
     df = frame([[0.0, 0.5, 1.0], [0.2, 0.4]])
     decided, m = decide(df, AcceptConfig(rule="likelihood_ratio", target="reward_tilted", beta=0.5, r_max=1.0), seed=0)
     np.testing.assert_allclose(decided.accept_prob, np.exp((np.array([0.0, 0.5, 1.0, 0.2, 0.4]) - 1.0) / 0.5))
     assert m["accept/bound_violations"] == 0 and m["accept/log_m"] == pytest.approx(2.0)
     per_prompt, _ = decide(df, AcceptConfig(rule="likelihood_ratio", beta=0.5, r_max="per_prompt"), seed=0)
-    np.testing.assert_allclose(per_prompt.accept_prob, np.exp((np.array([0.0, 0.5, 1.0, 0.2, 0.4]) - [1, 1, 1, 0.4, 0.4]) / 0.5))
+    np.testing.assert_allclose(
+        per_prompt.accept_prob, np.exp((np.array([0.0, 0.5, 1.0, 0.2, 0.4]) - [1, 1, 1, 0.4, 0.4]) / 0.5)
+    )
 
 
 def test_reward_tilted_acceptance_frequency_matches_probability():
@@ -147,7 +152,9 @@ def test_beta_to_zero_reproduces_best_of_n():
     assert accepted_ids(tilted) == accepted_ids(best)
     # With ties, RSO's draw-until-one picks exactly one maximum per prompt, like best_of_n.
     ties = frame([[1.0, 0.0, 1.0], [0.5, 0.5, 0.2]])
-    rso, _ = decide(ties, AcceptConfig(rule="likelihood_ratio", beta=1e-9, r_max="per_prompt", samples_per_prompt=1), seed=0)
+    rso, _ = decide(
+        ties, AcceptConfig(rule="likelihood_ratio", beta=1e-9, r_max="per_prompt", samples_per_prompt=1), seed=0
+    )
     assert rso.groupby("prompt_id").accepted.sum().tolist() == [1, 1]
     assert (rso.reward[rso.accepted] == [1.0, 0.5]).all()
 
@@ -186,11 +193,16 @@ def test_rso_draws_without_replacement_until_k_accepted():
 
 # --- likelihood ratio: target model (log p stubbed) and M ---------------------------------
 
+
 @pytest.fixture
 def stub_target(monkeypatch):
     """Replace target-model scoring by given log p values, so M and violations are exact."""
+
     def install(log_p):
-        monkeypatch.setattr(accept_target, "target_log_probs", lambda df, path, device="cpu": np.asarray(log_p, dtype=float))
+        monkeypatch.setattr(
+            accept_target, "target_log_probs", lambda df, path, device="cpu": np.asarray(log_p, dtype=float)
+        )
+
     return install
 
 
@@ -217,7 +229,9 @@ def test_target_model_nonfinite_log_probs_never_accepted(stub_target):
     stub_target(log_p)
     df = frame([reward], log_q=log_q)
     for log_m in (-50.0, "auto"):
-        cfg = AcceptConfig(rule="likelihood_ratio", target="model", target_model="stub", log_m=log_m, pilot_fraction=0.01)
+        cfg = AcceptConfig(
+            rule="likelihood_ratio", target="model", target_model="stub", log_m=log_m, pilot_fraction=0.01
+        )
         for seed in range(20):
             decided, m = decide(df, cfg, seed=seed)
             assert not decided.accepted.iloc[: n - 1].any()
@@ -231,7 +245,14 @@ def test_auto_log_m_comes_from_a_pilot_that_is_never_accepted(stub_target):
     log_q = rng.normal(-3, 1, n)
     log_p = log_q + rng.normal(0, 0.5, n)
     stub_target(log_p)
-    cfg = AcceptConfig(rule="likelihood_ratio", target="model", target_model="stub", log_m="auto", pilot_fraction=0.1, log_m_margin=0.25)
+    cfg = AcceptConfig(
+        rule="likelihood_ratio",
+        target="model",
+        target_model="stub",
+        log_m="auto",
+        pilot_fraction=0.1,
+        log_m_margin=0.25,
+    )
     decided, m = decide(frame([[0.0] * n], log_q=log_q), cfg, seed=4)
     pilot = decided.pilot.to_numpy()
     assert pilot.sum() == 20 == m["accept/pilot_samples"]
@@ -264,16 +285,26 @@ def test_target_log_probs_scores_token_ids_and_keeps_row_order(tiny_model_dir):
 
 # --- the registry --------------------------------------------------------------------------
 
+
 def test_rules_declare_what_config_and_loop_need():
     from rsft_gen.accept_rules import RULES, get_rule
     from rsft_gen.config import CHOICES, records_log_q
 
-    assert CHOICES["accept.rule"] == tuple(RULES) == ("threshold", "best_of_n", "top_fraction", "all", "likelihood_ratio")
-    assert CHOICES["accept.target"] == ("reward_tilted", "model", "reward_weighted") and CHOICES["accept.scope"] == ("prompt", "global")
+    assert (
+        CHOICES["accept.rule"] == tuple(RULES) == ("threshold", "best_of_n", "top_fraction", "all", "likelihood_ratio")
+    )
+    assert CHOICES["accept.target"] == ("reward_tilted", "model", "reward_weighted") and CHOICES["accept.scope"] == (
+        "prompt",
+        "global",
+    )
     lr = get_rule("likelihood_ratio")
-    assert lr.needs_engine_memory(AcceptConfig(target="model")) and not lr.needs_engine_memory(AcceptConfig(target="reward_tilted"))
+    assert lr.needs_engine_memory(AcceptConfig(target="model")) and not lr.needs_engine_memory(
+        AcceptConfig(target="reward_tilted")
+    )
     assert [name for name, rule in RULES.items() if rule.needs_log_q(AcceptConfig())] == ["likelihood_ratio"]
-    assert records_log_q(load_recipe(None, ["accept.rule=likelihood_ratio"])) and not records_log_q(load_recipe(None, ["accept.rule=best_of_n"]))
+    assert records_log_q(load_recipe(None, ["accept.rule=likelihood_ratio"])) and not records_log_q(
+        load_recipe(None, ["accept.rule=best_of_n"])
+    )
     assert "threshold" in get_rule("threshold").keys and {"fraction", "scope"} <= set(get_rule("top_fraction").keys)
     with pytest.raises(ValueError, match="choose one of threshold, best_of_n, top_fraction, all, likelihood_ratio"):
         get_rule("best_of")
@@ -281,12 +312,16 @@ def test_rules_declare_what_config_and_loop_need():
 
 # --- recipe validation ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("overrides,key", [
-    (["accept.samples_per_prompt=2"], "accept.samples_per_prompt"),  # r_max is a number
-    (["accept.rule=likelihood_ratio", "accept.target=reward_weighted"], "accept.target"),  # backend is hf
-    (["accept.pilot_fraction=0"], "accept.pilot_fraction"),
-    (["accept.target=other"], "accept.target"),
-])
+
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["accept.samples_per_prompt=2"], "accept.samples_per_prompt"),  # r_max is a number
+        (["accept.rule=likelihood_ratio", "accept.target=reward_weighted"], "accept.target"),  # backend is hf
+        (["accept.pilot_fraction=0"], "accept.pilot_fraction"),
+        (["accept.target=other"], "accept.target"),
+    ],
+)
 def test_recipe_errors_name_the_key(overrides, key):
     with pytest.raises(RecipeError, match=key.replace(".", r"\.")):
         load_recipe(None, overrides)

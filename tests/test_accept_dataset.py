@@ -25,7 +25,9 @@ from rsft_gen.generate_dataset import DatasetGenerator
 from rsft_gen.generate_hf import HFGenerator
 from rsft_gen.loop import with_model_path
 
-PROMPTS = pd.DataFrame({"prompt_id": [0, 1, 2, 3], "prompt": ["1+2=", "12+30=", "5+5=", "7+8="], "answer": ["3", "42", "10", "15"]})
+PROMPTS = pd.DataFrame(
+    {"prompt_id": [0, 1, 2, 3], "prompt": ["1+2=", "12+30=", "5+5=", "7+8="], "answer": ["3", "42", "10", "15"]}
+)
 
 
 def test_dataset_generator_returns_the_reference_completions(tiny_model_dir):
@@ -71,7 +73,11 @@ def test_model_loss_is_the_mean_token_loss_of_the_completion(tiny_model_dir):
 
 
 def test_loop_passes_the_current_model_to_model_aware_rewards():
-    specs = [RewardSpec(name="exact_match"), RewardSpec(name="model_loss"), RewardSpec(name="model_loss", kwargs={"model_path": "/fixed"})]
+    specs = [
+        RewardSpec(name="exact_match"),
+        RewardSpec(name="model_loss"),
+        RewardSpec(name="model_loss", kwargs={"model_path": "/fixed"}),
+    ]
     out = with_model_path(specs, "/runs/x/round_01/model")
     assert "model_path" not in out[0].kwargs
     assert out[1].kwargs["model_path"] == "/runs/x/round_01/model"
@@ -88,7 +94,9 @@ def test_reward_weighted_accepts_with_w_over_m_q():
     big_m = n * w.max()
     np.testing.assert_allclose(decided.accept_prob, w / (big_m / n))  # w_i / (M q_i) = L_i / max L
     assert m["accept/log_m"] == pytest.approx(math.log(big_m))
-    assert m["accept/bound_violations"] == 0 and m["accept/nonfinite"] == 0  # a zero loss is a weight of 0, not an error
+    assert (
+        m["accept/bound_violations"] == 0 and m["accept/nonfinite"] == 0
+    )  # a zero loss is a weight of 0, not an error
     assert decided.accepted[3] and not decided.accepted[4]
     assert "pilot_samples" not in " ".join(m)  # the set is the whole support: M is exact, no pilot
 
@@ -113,9 +121,15 @@ def test_dataset_backend_model_loss_round_end_to_end(fast_recipe):
     from rsft_gen.loop import run
 
     recipe = fast_recipe(
-        "seed_sft.n=0", "data.train_prompts=48", "data.eval_prompts=16", "generate.backend=dataset",
+        "seed_sft.n=0",
+        "data.train_prompts=48",
+        "data.eval_prompts=16",
+        "generate.backend=dataset",
         # exact_match first (weight 0): evaluation counts the first reward as correctness; the loss drives acceptance.
-        "rewards=[{name: exact_match, weight: 0.0}, {name: model_loss}]", "accept.rule=likelihood_ratio", "accept.target=reward_weighted", "accept.log_m=auto",
+        "rewards=[{name: exact_match, weight: 0.0}, {name: model_loss}]",
+        "accept.rule=likelihood_ratio",
+        "accept.target=reward_weighted",
+        "accept.log_m=auto",
         "select.max_per_prompt=null",
     )
     run_dir = run(recipe)
@@ -126,7 +140,9 @@ def test_dataset_backend_model_loss_round_end_to_end(fast_recipe):
     assert (scored["reward/model_loss"] > 0).all()
     np.testing.assert_allclose(scored.accept_prob, scored.reward / scored.reward.max())
     # The reward really is the loss under the round's starting model.
-    want = model_loss(prompts.prompt.tolist()[:3], prompts.answer.tolist()[:3], model_path=str(run_dir / "base_model"), device="cpu")
+    want = model_loss(
+        prompts.prompt.tolist()[:3], prompts.answer.tolist()[:3], model_path=str(run_dir / "base_model"), device="cpu"
+    )
     np.testing.assert_allclose(scored.reward[:3], want, rtol=1e-4)
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     r1 = next(rec for rec in metrics if rec["round"] == 1)

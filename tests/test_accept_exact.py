@@ -40,12 +40,25 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.WordLevel(vocab={t: i for i, t in enumerate(VOCAB)}, unk_token="<pad>"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", clean_up_tokenization_spaces=False)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", clean_up_tokenization_spaces=False
+    )
 
 
 def tiny_llama(seed: int, logit_scale: float, noise: float = 0.0, noise_seed: int = 1) -> LlamaForCausalLM:
-    cfg = LlamaConfig(vocab_size=len(VOCAB), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=2, max_position_embeddings=16, pad_token_id=0, eos_token_id=EOS, bos_token_id=None, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=16,
+        pad_token_id=0,
+        eos_token_id=EOS,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
     with torch.no_grad():  # a random init is nearly uniform; scale the head so temperature matters
@@ -58,7 +71,9 @@ def tiny_llama(seed: int, logit_scale: float, noise: float = 0.0, noise_seed: in
 
 
 @torch.no_grad()
-def exact_distribution(model, temperature: float = 1.0, top_p: float = 1.0, prompt_text: str = PROMPT) -> dict[tuple, float]:
+def exact_distribution(
+    model, temperature: float = 1.0, top_p: float = 1.0, prompt_text: str = PROMPT
+) -> dict[tuple, float]:
     """Every outcome (token ids, EOS included) and its probability, written independently of
     transformers' warpers: softmax(logits / T), then keep the smallest top set with mass >= top_p."""
     prompt = tiny_tokenizer()(prompt_text)["input_ids"]
@@ -131,7 +146,12 @@ def models_dir(tmp_path_factory):
 def draw(models_dir, temperature: float, top_p: float, seed: int) -> tuple[pd.DataFrame, LlamaForCausalLM]:
     model = LlamaForCausalLM.from_pretrained(models_dir / "proposal").eval()
     gen = HFGenerator(str(models_dir / "proposal"), model=model, tokenizer=tiny_tokenizer())
-    cands = gen.generate([0], [PROMPT], SamplingSettings(n=N_SAMPLES, temperature=temperature, top_p=top_p, max_new_tokens=MAX_NEW, seed=seed), progress=False)
+    cands = gen.generate(
+        [0],
+        [PROMPT],
+        SamplingSettings(n=N_SAMPLES, temperature=temperature, top_p=top_p, max_new_tokens=MAX_NEW, seed=seed),
+        progress=False,
+    )
     df = pd.DataFrame([c.__dict__ for c in cands]).assign(prompt=PROMPT)
     df["outcome"] = [tuple(ids) for ids in df.token_ids]
     df["reward"] = 0.0
@@ -152,7 +172,9 @@ def test_reward_tilted_is_exact(models_dir, temperature, top_p):
     rewards = outcome_rewards(exact_distribution(model))  # every outcome, whatever the truncation
     beta = 0.25
     df["reward"] = df.outcome.map(rewards)
-    got = accepted_outcomes(df, AcceptConfig(rule="likelihood_ratio", target="reward_tilted", beta=beta, r_max=1.0), seed=5)
+    got = accepted_outcomes(
+        df, AcceptConfig(rule="likelihood_ratio", target="reward_tilted", beta=beta, r_max=1.0), seed=5
+    )
 
     p = {o: qo * math.exp(rewards[o] / beta) for o, qo in q.items()}  # p ∝ q·exp(r/β)
     p_value = chi2_pvalue(got, p)
@@ -179,7 +201,10 @@ def test_target_model_is_exact_and_wrong_q_fails(models_dir, temperature, top_p)
     cfg = AcceptConfig(rule="likelihood_ratio", target="model", target_model=str(target_dir), log_m=log_m)
     got = accepted_outcomes(df, cfg, seed=7)
     p_value = chi2_pvalue(got, p)
-    print(f"target model T={temperature} top_p={top_p}: chi2 p-value {p_value:.4f}, accepted {len(got)}, log M {log_m:.3f}")
+    print(
+        f"target model T={temperature} top_p={top_p}: chi2 p-value {p_value:.4f}, "
+        f"accepted {len(got)}, log M {log_m:.3f}"
+    )
     assert p_value > ALPHA
     assert chi2_pvalue(list(df.outcome), p) < ALPHA  # the proposals themselves are not p: rejection did the work
 
@@ -197,8 +222,11 @@ def test_target_model_is_exact_and_wrong_q_fails(models_dir, temperature, top_p)
 
 # --- what is exact: coverage of p by the sampler's support, selection, a bound per prompt -----
 
+
 def coverage_config(models_dir, temperature: float, **kw) -> AcceptConfig:
-    return AcceptConfig(rule="likelihood_ratio", target="model", target_model=str(models_dir / f"target_{temperature}"), **kw)
+    return AcceptConfig(
+        rule="likelihood_ratio", target="model", target_model=str(models_dir / f"target_{temperature}"), **kw
+    )
 
 
 @pytest.mark.parametrize("temperature,top_p,truncation", [(0.7, 0.9, ["top_p=0.9"]), (1.0, 1.0, None)])
@@ -207,9 +235,14 @@ def test_target_coverage_estimate_matches_the_enumerated_mass(models_dir, temper
     q = exact_distribution(model, temperature, top_p)
     p_full = exact_distribution(LlamaForCausalLM.from_pretrained(models_dir / f"target_{temperature}").eval())
     true_cov = sum(p_full[o] for o in q)  # p(supp q): 1 without truncation
-    decided, m = decide(df, coverage_config(models_dir, temperature, log_m="auto", log_m_margin=0.05), seed=3, truncation=truncation)
+    decided, m = decide(
+        df, coverage_config(models_dir, temperature, log_m="auto", log_m_margin=0.05), seed=3, truncation=truncation
+    )
     cov, se = m["accept/target_coverage"], m["accept/target_coverage_se"]
-    print(f"T={temperature} top_p={top_p}: coverage {cov:.4f} ± {se:.4f}, enumerated {true_cov:.4f}, exact {m['accept/exact']}")
+    print(
+        f"T={temperature} top_p={top_p}: coverage {cov:.4f} ± {se:.4f}, "
+        f"enumerated {true_cov:.4f}, exact {m['accept/exact']}"
+    )
     assert abs(cov - true_cov) < 4 * se and se < 0.01  # the estimate is right, and tight enough to tell 0.85 from 1
     assert m["accept/bound_violations"] == 0
     if top_p < 1.0:
@@ -218,7 +251,12 @@ def test_target_coverage_estimate_matches_the_enumerated_mass(models_dir, temper
     else:  # full support, though the caller did not say so: the coverage estimate alone justifies the claim
         assert true_cov == pytest.approx(1.0) and m["accept/exact"] == 1.0
     # Told the sampler has full support, the rule believes it; told it truncates, only the estimate counts.
-    assert decide(df, coverage_config(models_dir, temperature, log_m=m["accept/log_m"]), seed=3, truncation=[])[1]["accept/exact"] == 1.0
+    assert (
+        decide(df, coverage_config(models_dir, temperature, log_m=m["accept/log_m"]), seed=3, truncation=[])[1][
+            "accept/exact"
+        ]
+        == 1.0
+    )
 
 
 def split_into_prompts(df: pd.DataFrame, per_prompt: int) -> pd.DataFrame:
@@ -233,15 +271,25 @@ def test_selection_cap_keeps_the_sample_exact_and_dedup_does_not(models_dir):
     q = exact_distribution(model)
     p = {o: exact_distribution(LlamaForCausalLM.from_pretrained(models_dir / "target_1.0").eval())[o] for o in q}
     log_m = max(math.log(p[o] / q[o]) for o in q) + 1e-6
-    decided, m = decide(split_into_prompts(df, 24), coverage_config(models_dir, 1.0, log_m=log_m), seed=9, truncation=[])
+    decided, m = decide(
+        split_into_prompts(df, 24), coverage_config(models_dir, 1.0, log_m=log_m), seed=9, truncation=[]
+    )
     assert m["accept/exact"] == 1.0
     capped, _ = select(decided, SelectConfig(dedup=False, max_per_prompt=2), None, seed=0)
     deduped, _ = select(decided, SelectConfig(dedup=True), None, seed=0)
     outcome = dict(zip(zip(decided.prompt_id, decided.completion), decided.outcome))
-    got = {name: [outcome[k] for k in zip(s.prompt_id, s.completion)] for name, s in (("capped", capped), ("deduped", deduped))}
+    got = {
+        name: [outcome[k] for k in zip(s.prompt_id, s.completion)]
+        for name, s in (("capped", capped), ("deduped", deduped))
+    }
     p_capped, p_dedup = chi2_pvalue(got["capped"], p), chi2_pvalue(got["deduped"], p)
-    print(f"select: cap 2 per prompt chi2 p {p_capped:.3f} ({len(got['capped'])} rows); dedup p {p_dedup:.2e} ({len(got['deduped'])} rows)")
-    assert len(got["capped"]) < decided.accepted.sum() and p_capped > ALPHA  # the cap removed rows, yet the set is still p
+    print(
+        f"select: cap 2 per prompt chi2 p {p_capped:.3f} ({len(got['capped'])} rows); "
+        f"dedup p {p_dedup:.2e} ({len(got['deduped'])} rows)"
+    )
+    assert (
+        len(got["capped"]) < decided.accepted.sum() and p_capped > ALPHA
+    )  # the cap removed rows, yet the set is still p
     assert p_dedup < ALPHA  # dedup under-represents frequent outcomes
     assert selection_exactness(SelectConfig(dedup=False, max_per_prompt=2), m) == {"select/exact": 1.0}
     assert selection_exactness(SelectConfig(dedup=False, difficulty_filter=True), m) == {"select/exact": 0.0}
@@ -260,7 +308,9 @@ def many_prompts(models_dir):
     model = LlamaForCausalLM.from_pretrained(models_dir / "proposal").eval()
     target = LlamaForCausalLM.from_pretrained(models_dir / "target_1.0").eval()
     gen = HFGenerator(str(models_dir / "proposal"), model=model, tokenizer=tiny_tokenizer())
-    cands = gen.generate(list(range(len(PROMPTS))), PROMPTS, SamplingSettings(n=3000, max_new_tokens=MAX_NEW, seed=13), progress=False)
+    cands = gen.generate(
+        list(range(len(PROMPTS))), PROMPTS, SamplingSettings(n=3000, max_new_tokens=MAX_NEW, seed=13), progress=False
+    )
     df = pd.DataFrame([c.__dict__ for c in cands])
     df["prompt"] = [PROMPTS[i] for i in df.prompt_id]
     df["outcome"] = [tuple(ids) for ids in df.token_ids]
@@ -275,7 +325,10 @@ def test_per_prompt_bound_accepts_more_and_stays_exact_per_prompt(models_dir, ma
     # Expected acceptance per candidate is 1/M (p has all its mass on q's support here).
     want_global = math.exp(-max(true_log_m.values()))
     want_per_prompt = np.mean([math.exp(-v) for v in true_log_m.values()])
-    print(f"enumerated: {want_global:.3f} -> {want_per_prompt:.3f} accepted per candidate ({want_per_prompt / want_global:.2f}x)")
+    print(
+        f"enumerated: {want_global:.3f} -> {want_per_prompt:.3f} accepted per candidate "
+        f"({want_per_prompt / want_global:.2f}x)"
+    )
     assert want_per_prompt / want_global > 1.5
     # The pilot misses outcomes with q ~ 1e-4 and a high p/q; a margin of 1.3 covers them on this model
     # (every bound then holds: exact), 0.1 does not (a few violations, reported as such).
@@ -285,7 +338,10 @@ def test_per_prompt_bound_accepts_more_and_stays_exact_per_prompt(models_dir, ma
             cfg = coverage_config(models_dir, 1.0, log_m=log_m, pilot_fraction=0.1, log_m_margin=margin)
             runs[log_m] = decided, m = decide(df, cfg, seed=17, truncation=[])
             assert m["accept/exact"] == float(m["accept/bound_violations"] == 0)  # exact only when every bound held
-            print(f"margin {margin} log_m={log_m}: accepted {m['accept/accepted']} of {len(df)}, violations {m['accept/bound_violations']}")
+            print(
+                f"margin {margin} log_m={log_m}: accepted {m['accept/accepted']} of {len(df)}, "
+                f"violations {m['accept/bound_violations']}"
+            )
         gain = runs["per_prompt"][1]["accept/accepted"] / runs["auto"][1]["accept/accepted"]
         print(f"margin {margin}: per-prompt bound accepts {gain:.2f}x the samples of one global bound")
         assert gain > 1.3
@@ -303,4 +359,7 @@ def test_per_prompt_bound_is_refused_where_it_has_no_meaning():
 
     with pytest.raises(RecipeError, match=r"'accept.log_m' is per_prompt.*accept.r_max: per_prompt"):
         load_recipe(None, ["accept.rule=likelihood_ratio", "accept.log_m=per_prompt"])
-    load_recipe(None, ["accept.rule=likelihood_ratio", "accept.target=model", "accept.target_model=x", "accept.log_m=per_prompt"])
+    load_recipe(
+        None,
+        ["accept.rule=likelihood_ratio", "accept.target=model", "accept.target_model=x", "accept.log_m=per_prompt"],
+    )

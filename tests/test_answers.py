@@ -30,19 +30,28 @@ def test_recipes_resolve_correct_and_answer():
     assert answer_rule(mbpp) is None and correct_rule(mbpp).column == "reward/code_exec"
     assert answer_rule(tiny).extract == "strip"  # auto: the exact_match reward's own extraction, as before
     assert correct_rule(tiny).threshold == 1.0 and correct_rule(tiny).spec.name == "exact_match"
-    two = load_recipe(TINY, ["rewards=[{name: exact_match}, {name: exact_match, kwargs: {extract: last_number}}]",
-                             "eval.correct.reward=exact_match#2", "eval.answer.extract=auto"])
+    two = load_recipe(
+        TINY,
+        [
+            "rewards=[{name: exact_match}, {name: exact_match, kwargs: {extract: last_number}}]",
+            "eval.correct.reward=exact_match#2",
+            "eval.answer.extract=auto",
+        ],
+    )
     assert correct_rule(two).column == "reward/exact_match#2" and answer_rule(two).extract == "strip"
     mv = load_recipe(TINY, ["rewards=[{name: length}, {name: majority_vote}]"])
     assert answer_rule(mv).extract == "last_number"  # majority_vote's default
     assert answer_rule(load_recipe(TINY, ["rewards=[{name: length}]"])) is None
 
 
-@pytest.mark.parametrize("override, key", [
-    ("eval.correct.reward=exact_mach", "eval.correct.reward' is 'exact_mach'.*Did you mean 'exact_match'"),
-    ("eval.answer.extract=boxd", "eval.answer.extract' is 'boxd'"),
-    ("eval.answer.extract=regex", "eval.answer.pattern' is not set"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("eval.correct.reward=exact_mach", "eval.correct.reward' is 'exact_mach'.*Did you mean 'exact_match'"),
+        ("eval.answer.extract=boxd", "eval.answer.extract' is 'boxd'"),
+        ("eval.answer.extract=regex", "eval.answer.pattern' is not set"),
+    ],
+)
 def test_bad_correct_and_answer_keys_are_named(override, key):
     with pytest.raises(RecipeError, match=key):
         load_recipe(TINY, [override])
@@ -84,36 +93,52 @@ def test_evaluate_reports_no_maj_without_an_answer(tiny_model_dir, fast_recipe):
     prompts = make_task(recipe.data, 0, 0).eval.head(8)
     gen = HFGenerator(tiny_model_dir)
     with_answer, _ = evaluate(gen, prompts, recipe, seed=0)
-    without, greedy = evaluate(gen, prompts, fast_recipe("eval.n=2", "eval.k=[1,2]", "eval.answer.extract=none"), seed=0)
+    without, greedy = evaluate(
+        gen, prompts, fast_recipe("eval.n=2", "eval.k=[1,2]", "eval.answer.extract=none"), seed=0
+    )
     assert "eval/maj@2" in with_answer and "eval/maj@2" not in without
     assert without["eval/pass@2"] == with_answer["eval/pass@2"]  # the same samples, the same correctness
     # eval.correct decides with the reward's own value, not its weighted sum (weight 0 would make that 0 everywhere).
     from reward.length import length
 
     spec = "rewards=[{name: exact_match}, {name: length, weight: 0.0, kwargs: {target: 2, max_length: 6}}]"
-    _, greedy = evaluate(gen, prompts, fast_recipe(spec, "eval.correct.reward=length", "eval.correct.threshold=-0.5"), seed=0)
+    _, greedy = evaluate(
+        gen, prompts, fast_recipe(spec, "eval.correct.reward=length", "eval.correct.threshold=-0.5"), seed=0
+    )
     want = np.array(length(None, greedy.completion.tolist(), target=2, max_length=6)) >= -0.5
     assert greedy["correct"].tolist() == want.tolist()
 
 
 def decided() -> pd.DataFrame:
     texts = ["so 12", "it is 12.", "12", "so 13", "x", "y", "14 it is", "14!"]
-    return pd.DataFrame({
-        "prompt_id": [0, 0, 0, 0, 1, 1, 2, 2], "prompt": ["a"] * 4 + ["b"] * 2 + ["c"] * 2, "completion": texts,
-        "reward/exact_match": [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0],
-        "accepted": [True, True, True, False, True, False, True, True],  # e.g. a rule that also takes wrong ones
-    })
+    return pd.DataFrame(
+        {
+            "prompt_id": [0, 0, 0, 0, 1, 1, 2, 2],
+            "prompt": ["a"] * 4 + ["b"] * 2 + ["c"] * 2,
+            "completion": texts,
+            "reward/exact_match": [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0],
+            "accepted": [True, True, True, False, True, False, True, True],  # e.g. a rule that also takes wrong ones
+        }
+    )
 
 
 def test_select_uses_the_recipe_answer_and_correctness():
-    recipe = load_recipe(TINY, ["rewards=[{name: exact_match, kwargs: {extract: last_number}}]", "select.dedup_key=answer"])
+    recipe = load_recipe(
+        TINY, ["rewards=[{name: exact_match, kwargs: {extract: last_number}}]", "select.dedup_key=answer"]
+    )
     sft, m = select(decided(), recipe.select, None, seed=0, correct=correct_rule(recipe), answer=answer_rule(recipe))
-    assert sorted(zip(sft.prompt_id, sft.completion)) == [(0, "so 12"), (1, "x"), (2, "14 it is")]  # one per last number
+    assert sorted(zip(sft.prompt_id, sft.completion)) == [
+        (0, "so 12"),
+        (1, "x"),
+        (2, "14 it is"),
+    ]  # one per last number
     boxed = load_recipe(TINY, ["eval.answer.extract=regex", "eval.answer.pattern=(\\d+)!", "select.dedup_key=answer"])
     sft, _ = select(decided(), boxed.select, None, seed=0, answer=answer_rule(boxed))
     assert sorted(zip(sft.prompt_id, sft.completion))[-2:] == [(2, "14 it is"), (2, "14!")]  # no answer: its own text
     # The difficulty filter reads eval.correct, not `accepted`: prompt 1 (all wrong) and 2 (all right) go.
-    sft, m = select(decided(), SelectConfig(dedup=False, difficulty_filter=True), None, seed=0, correct=correct_rule(recipe))
+    sft, m = select(
+        decided(), SelectConfig(dedup=False, difficulty_filter=True), None, seed=0, correct=correct_rule(recipe)
+    )
     assert set(sft.prompt_id) == {0} and m["select/dropped_prompts_all_or_none"] == 2
 
 

@@ -70,15 +70,31 @@ def test_chat_run_end_to_end(chat_model_dir, tmp_path):
     rows = [{"q": f"{a}+{b}=", "a": str(a + b)} for a in range(6) for b in range(6)]
     data = tmp_path / "q.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    recipe = load_recipe("recipes/addition_tiny.yaml", [
-        f"output_dir={tmp_path / 'run'}", "rounds=1", f"model.path={chat_model_dir}", "model.chat_template=true",
-        "model.system_prompt=Add.", "data.task=file", f"data.path={data}", "data.prompt_field=q", "data.answer_field=a",
-        "data.eval_prompts=4", "seed_sft.n=8", "seed_sft.epochs=1", "generate.n=2", "accept.rule=all",
-        "tracking.wandb.mode=disabled",
-    ])
+    recipe = load_recipe(
+        "recipes/addition_tiny.yaml",
+        [
+            f"output_dir={tmp_path / 'run'}",
+            "rounds=1",
+            f"model.path={chat_model_dir}",
+            "model.chat_template=true",
+            "model.system_prompt=Add.",
+            "data.task=file",
+            f"data.path={data}",
+            "data.prompt_field=q",
+            "data.answer_field=a",
+            "data.eval_prompts=4",
+            "seed_sft.n=8",
+            "seed_sft.epochs=1",
+            "generate.n=2",
+            "accept.rule=all",
+            "tracking.wandb.mode=disabled",
+        ],
+    )
     run_dir = run(recipe)
     cands = pd.read_parquet(run_dir / "round_01" / "accepted.parquet")
-    assert cands.prompt.str.startswith("<s><system>Add.\n<user>").all() and cands.prompt.str.endswith("<assistant>").all()
+    assert (
+        cands.prompt.str.startswith("<s><system>Add.\n<user>").all() and cands.prompt.str.endswith("<assistant>").all()
+    )
     assert (run_dir / "round_01" / "model" / "config.json").exists()
 
 
@@ -96,8 +112,10 @@ def test_standalone_eval_renders_like_the_loop(chat_model_dir, tmp_path):
     data = tmp_path / "q.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"model: {{path: {chat_model_dir}, chat_template: true}}\noutput_dir: {tmp_path / 'none'}\n"
-                      f"data: {{task: file, path: {data}, prompt_field: q, answer_field: a, eval_prompts: 3}}\n"
-                      "generate: {max_new_tokens: 3}\ntracking: {wandb: {mode: disabled}}\n")
+    recipe.write_text(
+        f"model: {{path: {chat_model_dir}, chat_template: true}}\noutput_dir: {tmp_path / 'none'}\n"
+        f"data: {{task: file, path: {data}, prompt_field: q, answer_field: a, eval_prompts: 3}}\n"
+        "generate: {max_new_tokens: 3}\ntracking: {wandb: {mode: disabled}}\n"
+    )
     _, greedy, _ = evaluate_checkpoint(recipe)
     assert greedy.prompt.str.startswith("<s><user>").all()

@@ -15,7 +15,9 @@ def test_default_recipe_loads_and_overrides_apply():
 
 
 def test_unknown_key_is_named_with_a_suggestion():
-    with pytest.raises(RecipeError, match=r"unknown recipe key 'generate.temprature'.*Did you mean 'generate.temperature'"):
+    with pytest.raises(
+        RecipeError, match=r"unknown recipe key 'generate.temprature'.*Did you mean 'generate.temperature'"
+    ):
         load_recipe(RECIPE, ["generate.temprature=0.5"])
 
 
@@ -33,7 +35,13 @@ def test_wrong_type_names_the_key():
 
 @pytest.mark.parametrize(
     "override, key",
-    [("generate.n=0", "generate.n"), ("rounds=-1", "rounds"), ("accept.beta=0", "accept.beta"), ("accept.rule=maybe", "accept.rule"), ("generate.top_p=1.5", "generate.top_p")],
+    [
+        ("generate.n=0", "generate.n"),
+        ("rounds=-1", "rounds"),
+        ("accept.beta=0", "accept.beta"),
+        ("accept.rule=maybe", "accept.rule"),
+        ("generate.top_p=1.5", "generate.top_p"),
+    ],
 )
 def test_invalid_values_are_refused_naming_the_key(override, key):
     with pytest.raises(RecipeError, match=f"'{key}'"):

@@ -37,7 +37,9 @@ def test_eval_and_training_prompts_come_from_one_distribution():
         one_digit = (ops < 10).sum(axis=1)  # 0, 1 or 2 one-digit operands per problem
         return np.bincount(one_digit, minlength=3)
 
-    table = np.array([operand_digit_counts(task.eval), operand_digit_counts(task.train), operand_digit_counts(task.seed_sft)])
+    table = np.array(
+        [operand_digit_counts(task.eval), operand_digit_counts(task.train), operand_digit_counts(task.seed_sft)]
+    )
     assert chi2_contingency(table).pvalue > 0.01, table
     # and the mix is uniform over numbers: 10 of the 100 operands have one digit
     share = (table[:, 1] + 2 * table[:, 2]) / (2 * table.sum(axis=1))
@@ -49,7 +51,10 @@ def test_tiny_model_round_trips_through_auto_classes(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     ids = tok("12+34=")["input_ids"]
     assert len(ids) == 6  # one token per character, no BOS
-    assert tok.decode(tok("46", add_special_tokens=False)["input_ids"] + [tok.eos_token_id], skip_special_tokens=True) == "46"
+    assert (
+        tok.decode(tok("46", add_special_tokens=False)["input_ids"] + [tok.eos_token_id], skip_special_tokens=True)
+        == "46"
+    )
     assert model.config.model_type == "llama"
     with torch.no_grad():
         assert model(torch.tensor([ids])).logits.shape == (1, 6, len(tok))

@@ -52,7 +52,9 @@ def test_log_q_matches_teacher_forced_sampling_distribution(gen, tiny_model_dir,
     cands = gen.generate([0, 1, 2], PROMPTS, settings, progress=False)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     prompt_ids = [gen.tokenizer(PROMPTS[c.prompt_id])["input_ids"] for c in cands]
-    expected = token_ids_log_probs(model, prompt_ids, [c.token_ids for c in cands], temperature=temperature, top_p=top_p, top_k=top_k)
+    expected = token_ids_log_probs(
+        model, prompt_ids, [c.token_ids for c in cands], temperature=temperature, top_p=top_p, top_k=top_k
+    )
     got = np.array([c.log_q for c in cands])
     np.testing.assert_allclose(got, expected, atol=1e-4)
     if temperature != 1.0:  # the raw model's likelihood is a different number: the check has teeth

@@ -37,14 +37,35 @@ def test_rows_and_splits():
 
 def test_all_canonical_solutions_score_one_through_the_cli(tmp_path):
     out = tmp_path / "run"
-    code = main(["run", RECIPE, f"output_dir={out}", "model.path=tiny", "model.tiny.max_position_embeddings=2048",
-                 "generate.backend=dataset", "generate.n=1", "generate.max_new_tokens=4", "data.eval_split=test",
-                 "data.train_prompts=164", "data.eval_prompts=2", "rounds=1", "train.epochs=0.05",
-                 "train.batch_size=8", "train.gradient_accumulation_steps=1", "eval.n=1", "eval.k=[1]",
-                 "device=cpu", "tracking.wandb.mode=disabled", "train.precision=fp32"])
+    code = main(
+        [
+            "run",
+            RECIPE,
+            f"output_dir={out}",
+            "model.path=tiny",
+            "model.tiny.max_position_embeddings=2048",
+            "generate.backend=dataset",
+            "generate.n=1",
+            "generate.max_new_tokens=4",
+            "data.eval_split=test",
+            "data.train_prompts=164",
+            "data.eval_prompts=2",
+            "rounds=1",
+            "train.epochs=0.05",
+            "train.batch_size=8",
+            "train.gradient_accumulation_steps=1",
+            "eval.n=1",
+            "eval.k=[1]",
+            "device=cpu",
+            "tracking.wandb.mode=disabled",
+            "train.precision=fp32",
+        ]
+    )
     assert code in (0, None)
     scored = pd.read_parquet(out / "round_01" / "scored.parquet")
-    assert len(scored) == 164 and (scored["reward/code_exec"] == 1.0).all(), scored.loc[scored["reward/code_exec"] != 1.0]
+    assert len(scored) == 164 and (scored["reward/code_exec"] == 1.0).all(), scored.loc[
+        scored["reward/code_exec"] != 1.0
+    ]
     assert len(pd.read_parquet(out / "round_01" / "accepted.parquet")) == 164
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["round"] == 1

@@ -51,7 +51,16 @@ def test_metrics_have_one_line_per_round_with_phase_timings(two_round_run):
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["round"] for x in lines] == [0, 1, 2]
     for rec in lines[1:]:
-        for key in ("eval/accuracy", "accept/rate", "select/sft_examples", "time/generate_s", "time/reward_s", "time/train_s", "time/eval_s", "time/round_s"):
+        for key in (
+            "eval/accuracy",
+            "accept/rate",
+            "select/sft_examples",
+            "time/generate_s",
+            "time/reward_s",
+            "time/train_s",
+            "time/eval_s",
+            "time/round_s",
+        ):
             assert key in rec, key
         assert rec["time/round_s"] >= rec["time/train_s"] > 0
 

@@ -79,9 +79,15 @@ def test_sampled_metrics_averages_over_prompts():
     df = _samples(
         [
             # prompt 0: 4 samples, 1 correct ("5"), majority "6" is wrong
-            (0, 0, "6", False), (0, 1, "5", True), (0, 2, "6", False), (0, 3, "4", False),
+            (0, 0, "6", False),
+            (0, 1, "5", True),
+            (0, 2, "6", False),
+            (0, 3, "4", False),
             # prompt 1: 4 samples, 3 correct, majority "9" right
-            (1, 0, " 9", True), (1, 1, "9 ", True), (1, 2, "1", False), (1, 3, "9", True),
+            (1, 0, " 9", True),
+            (1, 1, "9 ", True),
+            (1, 2, "1", False),
+            (1, 3, "9", True),
         ]
     )
     m = sampled_metrics(df.sample(frac=1, random_state=0), ks=[1, 2, 4], seed=0)  # row order must not matter

@@ -23,7 +23,9 @@ def weights(path):
 
 
 def test_lora_is_merged_into_a_plain_checkpoint(tiny_model_dir, sft, tmp_path):
-    cfg = TrainConfig(batch_size=8, learning_rate=1e-2, peft={"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]})
+    cfg = TrainConfig(
+        batch_size=8, learning_rate=1e-2, peft={"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    )
     m = train_sft(tiny_model_dir, sft, tmp_path / "lora", cfg, "cpu", seed=0)
     assert m["train/trainable_params"] < 10_000  # only the adapters train
     assert not (tmp_path / "lora" / "adapter_config.json").exists()  # a full model, loadable by vLLM
@@ -52,8 +54,15 @@ def test_rest_em_base_init_with_lora(fast_recipe, monkeypatch):
     starts = []
     real = loop.train_sft
     monkeypatch.setattr(loop, "train_sft", lambda start, *a, **k: starts.append(str(start)) or real(start, *a, **k))
-    recipe = fast_recipe("rounds=2", "seed_sft.n=0", "accept.rule=all", "train.init=base", "train.peft={r: 2, lora_alpha: 4}",
-                         "data.train_prompts=16", "data.eval_prompts=8")
+    recipe = fast_recipe(
+        "rounds=2",
+        "seed_sft.n=0",
+        "accept.rule=all",
+        "train.init=base",
+        "train.peft={r: 2, lora_alpha: 4}",
+        "data.train_prompts=16",
+        "data.eval_prompts=8",
+    )
     run_dir = run(recipe)
     assert starts == [str(run_dir / "base_model")] * 2
     rounds = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -38,9 +38,20 @@ def cluster():
 
 ROOT = Path(__file__).resolve().parents[1]
 # Round 1 of a tiny run: 64 prompts x 4 candidates in 4 shards, one short SFT step.
-SMALL = ["rounds=1", "data.train_prompts=64", "data.eval_prompts=16", "seed_sft.n=0", "generate.n=4",
-         "generate.shard_prompts=16", "accept.rule=all", "train.epochs=1", "train.batch_size=256", "eval.n=1",
-         "eval.k=[1]", "tracking.wandb.mode=disabled"]
+SMALL = [
+    "rounds=1",
+    "data.train_prompts=64",
+    "data.eval_prompts=16",
+    "seed_sft.n=0",
+    "generate.n=4",
+    "generate.shard_prompts=16",
+    "accept.rule=all",
+    "train.epochs=1",
+    "train.batch_size=256",
+    "eval.n=1",
+    "eval.k=[1]",
+    "tracking.wandb.mode=disabled",
+]
 
 
 def small_run(out: Path, *overrides: str):
@@ -63,8 +74,17 @@ def test_head_killed_mid_generation_resumes_from_disk(tmp_path):
     """The head (a `rsft-gen run` attached to this cluster) SIGKILLs itself once shard 1 is written."""
     out, address = tmp_path / "ray", ray.get_runtime_context().gcs_address
     env = {**os.environ, "RSFT_FAULT": "round=1,phase=generate,shard=1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "rsft_gen.cli", "run", "recipes/addition_tiny.yaml", *SMALL, f"output_dir={out}",
-           "generate.executor=ray", f"generate.ray_address={address}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rsft_gen.cli",
+        "run",
+        "recipes/addition_tiny.yaml",
+        *SMALL,
+        f"output_dir={out}",
+        "generate.executor=ray",
+        f"generate.ray_address={address}",
+    ]
     killed = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     shards = out / "round_01" / "candidates"
@@ -80,10 +100,23 @@ def test_head_killed_mid_generation_resumes_from_disk(tmp_path):
 @pytest.fixture(scope="module")
 def shard_setup(tmp_path_factory, tiny_model_dir):
     """Six shards slow enough (a few tenths of a second each) to kill a worker in the middle of one."""
-    recipe = load_recipe(None, ["generate.n=8", "generate.max_new_tokens=32", "generate.shard_prompts=16",
-                                "generate.executor=ray", "generate.workers=2"])
-    prompts = pd.DataFrame({"prompt_id": range(96), "prompt": [f"{i % 97}+{i % 13}=" for i in range(96)],
-                            "answer": [str(i % 97 + i % 13) for i in range(96)]})
+    recipe = load_recipe(
+        None,
+        [
+            "generate.n=8",
+            "generate.max_new_tokens=32",
+            "generate.shard_prompts=16",
+            "generate.executor=ray",
+            "generate.workers=2",
+        ],
+    )
+    prompts = pd.DataFrame(
+        {
+            "prompt_id": range(96),
+            "prompt": [f"{i % 97}+{i % 13}=" for i in range(96)],
+            "answer": [str(i % 97 + i % 13) for i in range(96)],
+        }
+    )
     reference = plan_shards(recipe, 1, prompts, tmp_path_factory.mktemp("reference"))
     run_local(reference, lambda: HFGenerator(tiny_model_dir))
     return recipe, prompts, read_shards(reference, prompts)
@@ -141,11 +174,15 @@ def test_chunks_never_split_a_prompt_group():
 def test_rewards_over_ray_match_local_in_order():
     programs = ["def f(x):\n    return x + 1", "def f(x):\n    return x", "def f(x): return 1/0"] * 8
     programs[5] = "while True: pass"  # one timeout: a slow chunk must not reorder the values
-    cands = pd.DataFrame({
-        "prompt_id": [i // 4 for i in range(24)], "sample_index": [i % 4 for i in range(24)], "prompt": ["f"] * 24,
-        "completion": [p + f"\n# {i}" for i, p in enumerate(programs)],
-        "tests": [["assert f(1) == 2", "assert f(0) == 1", "assert f(1) > 0"]] * 24,
-    })
+    cands = pd.DataFrame(
+        {
+            "prompt_id": [i // 4 for i in range(24)],
+            "sample_index": [i % 4 for i in range(24)],
+            "prompt": ["f"] * 24,
+            "completion": [p + f"\n# {i}" for i, p in enumerate(programs)],
+            "tests": [["assert f(1) == 2", "assert f(0) == 1", "assert f(1) > 0"]] * 24,
+        }
+    )
     specs = [RewardSpec(name="code_exec", kwargs={"timeout_s": 1.0}), RewardSpec(name="length", weight=0.1)]
     local, local_counts = score(cands, specs)
     remote_specs = [RewardSpec(name="code_exec", kwargs={"timeout_s": 1.0}, executor="ray"), specs[1]]
@@ -159,7 +196,9 @@ def test_rewards_over_ray_match_local_in_order():
     groups = [0] * 4 + [1] * 4 + [2] * 4
     fn = load("majority_vote")
     remote = remote_reward(fn, RewardSpec(name="majority_vote"), chunk_size=3)
-    assert remote(prompts=["q"] * 12, completions=answers, group_ids=groups) == fn(["q"] * 12, answers, group_ids=groups)
+    assert remote(prompts=["q"] * 12, completions=answers, group_ids=groups) == fn(
+        ["q"] * 12, answers, group_ids=groups
+    )
 
 
 def test_remote_reward_errors_read_as_local():

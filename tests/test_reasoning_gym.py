@@ -17,8 +17,17 @@ CHAIN = "{name: chain_sum, config: {min_terms: 2, max_terms: 2, max_digits: 2}}"
 
 
 def task_data(tasks: str, train=300, eval_=100, seed_n=20, seed=0, extra=()):
-    r = load_recipe(None, ["data.task=reasoning_gym", f"data.tasks={tasks}", f"data.train_prompts={train}",
-                           f"data.eval_prompts={eval_}", f"seed={seed}", *extra])
+    r = load_recipe(
+        None,
+        [
+            "data.task=reasoning_gym",
+            f"data.tasks={tasks}",
+            f"data.train_prompts={train}",
+            f"data.eval_prompts={eval_}",
+            f"seed={seed}",
+            *extra,
+        ],
+    )
     return make_task(r.data, seed_n, r.seed)
 
 
@@ -42,11 +51,28 @@ def test_every_row_keeps_what_its_verifier_needs():
         entries = [json.loads(e) for e in df.rg_entry]
         assert [e["answer"] for e in entries] == list(df.answer)
         # The oracle answer scores 1.0 under each task's own score_answer; a wrong one does not.
-        assert reasoning_gym(None, list(df.answer), rg_task=list(df.rg_task), rg_config=list(df.rg_config),
-                             rg_entry=list(df.rg_entry), extract="strip") == [1.0] * len(df)
+        assert reasoning_gym(
+            None,
+            list(df.answer),
+            rg_task=list(df.rg_task),
+            rg_config=list(df.rg_config),
+            rg_entry=list(df.rg_entry),
+            extract="strip",
+        ) == [1.0] * len(df)
         wrong = [str(int(a) + 1) for a in df.answer]
-        assert max(reasoning_gym(None, wrong, rg_task=list(df.rg_task), rg_config=list(df.rg_config),
-                                 rg_entry=list(df.rg_entry), extract="strip")) < 1.0
+        assert (
+            max(
+                reasoning_gym(
+                    None,
+                    wrong,
+                    rg_task=list(df.rg_task),
+                    rg_config=list(df.rg_config),
+                    rg_entry=list(df.rg_entry),
+                    extract="strip",
+                )
+            )
+            < 1.0
+        )
 
 
 def test_weighted_mix_follows_the_weights():
@@ -67,13 +93,23 @@ def test_reward_extraction_modes_and_chat_form():
     assert reasoning_gym(None, chat, **common, extract="last_number") == [1.0, 0.0, 1.0, 1.0]
 
 
-@pytest.mark.parametrize("tasks, message", [
-    ("[chain_summ]", "recipe key 'data.tasks[0].name' is 'chain_summ', which is not a reasoning-gym task. Did you mean chain_sum"),
-    ("[{name: chain_sum, config: {max_digit: 2}}]",
-     "recipe key 'data.tasks[0].config.max_digit': task 'chain_sum' has no option 'max_digit'. Did you mean 'max_digits'?"),
-    ("[{name: chain_sum, weight: 0}]", "recipe key 'data.tasks[0].weight' is 0.0; weights must be positive."),
-    ("[{name: chain_sum, wieght: 2}]", "recipe key 'data.tasks[0]' has unknown keys ['wieght']"),
-])
+@pytest.mark.parametrize(
+    "tasks, message",
+    [
+        (
+            "[chain_summ]",
+            "recipe key 'data.tasks[0].name' is 'chain_summ', which is not a reasoning-gym task. "
+            "Did you mean chain_sum",
+        ),
+        (
+            "[{name: chain_sum, config: {max_digit: 2}}]",
+            "recipe key 'data.tasks[0].config.max_digit': task 'chain_sum' has no option 'max_digit'. "
+            "Did you mean 'max_digits'?",
+        ),
+        ("[{name: chain_sum, weight: 0}]", "recipe key 'data.tasks[0].weight' is 0.0; weights must be positive."),
+        ("[{name: chain_sum, wieght: 2}]", "recipe key 'data.tasks[0]' has unknown keys ['wieght']"),
+    ],
+)
 def test_bad_task_specs_name_the_key(tasks, message):
     with pytest.raises(RecipeError) as e:
         task_data(tasks, train=5, eval_=5)

@@ -40,24 +40,53 @@ def jsonl(path: Path, rows: list[dict]) -> str:
 
 
 def gsm8k_like(tmp: Path) -> list[str]:
-    rows = lambda n: [{"question": f"Tom has {i} apples and buys 2. How many?", "answer": f"{i} + 2 = {i + 2}\n#### {i + 2}"} for i in range(n)]  # noqa: E731
+    def rows(n):
+        return [
+            {"question": f"Tom has {i} apples and buys 2. How many?", "answer": f"{i} + 2 = {i + 2}\n#### {i + 2}"}
+            for i in range(n)
+        ]
+
     files = {"train": jsonl(tmp / "train.jsonl", rows(12)), "test": jsonl(tmp / "test.jsonl", rows(4))}
     return ["data.path=json", "data.name=null", f"data.data_files={json.dumps(files)}"]
 
 
 def math_like(tmp: Path) -> list[str]:
-    rows = lambda n: [{"problem": f"What is ${i}/2$?", "solution": f"It is $\\boxed{{\\frac{{{i}}}{{2}}}}$.", "level": "Level 1", "type": "Algebra"} for i in range(1, n + 1)]  # noqa: E731
+    def rows(n):
+        return [
+            {
+                "problem": f"What is ${i}/2$?",
+                "solution": f"It is $\\boxed{{\\frac{{{i}}}{{2}}}}$.",
+                "level": "Level 1",
+                "type": "Algebra",
+            }
+            for i in range(1, n + 1)
+        ]
+
     files = {"train": jsonl(tmp / "train.jsonl", rows(12)), "test": jsonl(tmp / "test.jsonl", rows(4))}
     return ["data.path=json", f"data.data_files={json.dumps(files)}"]
 
 
 def mbpp_like(tmp: Path) -> list[str]:
-    rows = lambda n: [{"task_id": i, "text": f"Write a function f{i} returning {i}.", "code": f"def f{i}():\n    return {i}", "test_list": [f"assert f{i}() == {i}"]} for i in range(n)]  # noqa: E731
+    def rows(n):
+        return [
+            {
+                "task_id": i,
+                "text": f"Write a function f{i} returning {i}.",
+                "code": f"def f{i}():\n    return {i}",
+                "test_list": [f"assert f{i}() == {i}"],
+            }
+            for i in range(n)
+        ]
+
     DatasetDict({"train": Dataset.from_list(rows(12)), "test": Dataset.from_list(rows(4))}).save_to_disk(tmp / "mbpp")
     return ["data.task=file", f"data.path={tmp / 'mbpp'}", "data.name=null"]
 
 
-STAND_INS = {"gsm8k_qwen2.5_0.5b": gsm8k_like, "math_qwen2.5_1.5b": math_like, "mbpp_code_qwen2.5_coder_1.5b": mbpp_like}
+STAND_INS = {
+    "gsm8k_qwen2.5_0.5b": gsm8k_like,
+    "math_qwen2.5_1.5b": math_like,
+    "mbpp_code_qwen2.5_coder_1.5b": mbpp_like,
+}
 
 
 @pytest.mark.parametrize("recipe_path", RECIPES)
@@ -70,15 +99,32 @@ def test_recipe_loads_validates_and_opens_with_its_command(recipe_path):
 
 @pytest.mark.parametrize("name", sorted(STAND_INS))
 def test_recipe_runs_one_round_with_tiny_stand_ins(name, chat_model, tmp_path):
-    recipe = load_recipe(f"recipes/{name}.yaml", STAND_INS[name](tmp_path) + [
-        f"model.path={chat_model}", f"output_dir={tmp_path / 'run'}", "rounds=1", "generate.backend=hf",
-        "generate.n=2", "generate.max_new_tokens=16", "data.train_prompts=8", "data.eval_prompts=4",
-        "eval.n=2", "eval.k=[1,2]", "train.max_length=512", "accept.rule=all", "tracking.wandb.mode=disabled",
-    ])
+    recipe = load_recipe(
+        f"recipes/{name}.yaml",
+        STAND_INS[name](tmp_path)
+        + [
+            f"model.path={chat_model}",
+            f"output_dir={tmp_path / 'run'}",
+            "rounds=1",
+            "generate.backend=hf",
+            "generate.n=2",
+            "generate.max_new_tokens=16",
+            "data.train_prompts=8",
+            "data.eval_prompts=4",
+            "eval.n=2",
+            "eval.k=[1,2]",
+            "train.max_length=512",
+            "accept.rule=all",
+            "tracking.wandb.mode=disabled",
+        ],
+    )
     run_dir = run(recipe)
     scored = pd.read_parquet(run_dir / "round_01" / "scored.parquet")
     assert len(scored) == 16 and scored.reward.notna().all()  # the recipe's reward scored every candidate
-    assert scored.prompt.str.startswith("<|im_start|>system\n").all() and scored.prompt.str.endswith("<|im_start|>assistant\n").all()
+    assert (
+        scored.prompt.str.startswith("<|im_start|>system\n").all()
+        and scored.prompt.str.endswith("<|im_start|>assistant\n").all()
+    )
     if name.startswith("gsm8k"):
         assert scored.answer.str.fullmatch(r"\d+").all()  # data.answer_pattern took the number after '####'
     if name.startswith("mbpp"):

@@ -12,21 +12,57 @@ from rsft_gen.config import load_recipe, to_yaml
 from rsft_gen.report import figure, write_report
 
 RECORDS = [
-    {"round": 0, "eval/accuracy": 0.125, "eval/pass@1": 0.1, "eval/pass@4": 0.3, "eval/maj@4": 0.15, "train/loss": 2.5, "time/round_s": 3.25},
     {
-        "round": 1, "eval/accuracy": 0.25, "eval/pass@1": 0.2, "eval/pass@4": 0.45, "eval/maj@4": 0.275,
-        "accept/rate": 0.0625, "reward/mean": 0.0625, "reward/accepted_mean": 1.0, "select/sft_examples": 40,
-        "train/loss": 1.75, "time/round_s": 10.5,
+        "round": 0,
+        "eval/accuracy": 0.125,
+        "eval/pass@1": 0.1,
+        "eval/pass@4": 0.3,
+        "eval/maj@4": 0.15,
+        "train/loss": 2.5,
+        "time/round_s": 3.25,
     },
     {
-        "round": 2, "eval/accuracy": 0.5, "eval/pass@1": 0.4375, "eval/pass@4": 0.7, "eval/maj@4": 0.55,
-        "accept/rate": 0.21875, "reward/mean": 0.21875, "reward/accepted_mean": float("nan"), "select/sft_examples": 140,
-        "accept/bound_violations": 3, "train/loss": 1.125, "time/round_s": 12.0,
+        "round": 1,
+        "eval/accuracy": 0.25,
+        "eval/pass@1": 0.2,
+        "eval/pass@4": 0.45,
+        "eval/maj@4": 0.275,
+        "accept/rate": 0.0625,
+        "reward/mean": 0.0625,
+        "reward/accepted_mean": 1.0,
+        "select/sft_examples": 40,
+        "train/loss": 1.75,
+        "time/round_s": 10.5,
+    },
+    {
+        "round": 2,
+        "eval/accuracy": 0.5,
+        "eval/pass@1": 0.4375,
+        "eval/pass@4": 0.7,
+        "eval/maj@4": 0.55,
+        "accept/rate": 0.21875,
+        "reward/mean": 0.21875,
+        "reward/accepted_mean": float("nan"),
+        "select/sft_examples": 140,
+        "accept/bound_violations": 3,
+        "train/loss": 1.125,
+        "time/round_s": 12.0,
     },
 ]
-TITLES = {"round": "round", "eval/accuracy": "eval acc", "eval/pass@1": "pass@1", "eval/pass@4": "pass@4", "eval/maj@4": "maj@4",
-          "accept/rate": "accept rate", "reward/mean": "reward", "reward/accepted_mean": "reward (accepted)",
-          "select/sft_examples": "SFT set", "accept/bound_violations": "bound violations", "train/loss": "SFT loss", "time/round_s": "seconds"}
+TITLES = {
+    "round": "round",
+    "eval/accuracy": "eval acc",
+    "eval/pass@1": "pass@1",
+    "eval/pass@4": "pass@4",
+    "eval/maj@4": "maj@4",
+    "accept/rate": "accept rate",
+    "reward/mean": "reward",
+    "reward/accepted_mean": "reward (accepted)",
+    "select/sft_examples": "SFT set",
+    "accept/bound_violations": "bound violations",
+    "train/loss": "SFT loss",
+    "time/round_s": "seconds",
+}
 
 
 @pytest.fixture
@@ -34,7 +70,9 @@ def run_dir(tmp_path):
     d = tmp_path / "run"
     d.mkdir()
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
-    (d / "config.yaml").write_text(to_yaml(load_recipe("recipes/addition_tiny.yaml", [f"output_dir={d}", "eval.n=4", "eval.k=[1,4]"])))
+    (d / "config.yaml").write_text(
+        to_yaml(load_recipe("recipes/addition_tiny.yaml", [f"output_dir={d}", "eval.n=4", "eval.k=[1,4]"]))
+    )
     return d
 
 
@@ -52,8 +90,20 @@ def test_report_md_holds_every_number_of_metrics_jsonl(run_dir):
     md_path, png_path = write_report(run_dir)
     md = md_path.read_text()
     rows = parse_markdown_table(md)
-    assert list(rows[0]) == ["round", "eval acc", "pass@1", "pass@4", "maj@4", "accept rate", "reward", "reward (accepted)",
-                             "SFT set", "SFT loss", "bound violations", "seconds"]
+    assert list(rows[0]) == [
+        "round",
+        "eval acc",
+        "pass@1",
+        "pass@4",
+        "maj@4",
+        "accept rate",
+        "reward",
+        "reward (accepted)",
+        "SFT set",
+        "SFT loss",
+        "bound violations",
+        "seconds",
+    ]
     assert len(rows) == len(RECORDS)
     for rec, row in zip(RECORDS, rows):
         for key, title in TITLES.items():
@@ -71,7 +121,11 @@ def test_report_png_is_written_and_plots_the_metrics(run_dir):
     _, png_path = write_report(run_dir)
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png_path.stat().st_size > 10_000
     fig = figure(RECORDS, "t")
-    plotted = {(ax.get_title(), line.get_label()): (list(line.get_xdata()), list(line.get_ydata())) for ax in fig.axes for line in ax.get_lines()}
+    plotted = {
+        (ax.get_title(), line.get_label()): (list(line.get_xdata()), list(line.get_ydata()))
+        for ax in fig.axes
+        for line in ax.get_lines()
+    }
     assert plotted[("evaluation", "eval acc")] == ([0, 1, 2], [0.125, 0.25, 0.5])
     assert plotted[("evaluation", "pass@4")] == ([0, 1, 2], [0.3, 0.45, 0.7])
     assert plotted[("evaluation", "maj@4")] == ([0, 1, 2], [0.15, 0.275, 0.55])

@@ -26,15 +26,29 @@ from rsft_gen.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 # 48 prompts in shards of 16: three shards per round, so "mid-generation" has a shard on each side.
 ARGS = [
-    "recipes/addition_tiny.yaml", "rounds=2", "data.train_prompts=48", "data.eval_prompts=16", "seed_sft.n=32",
-    "seed_sft.epochs=1", "generate.n=2", "generate.shard_prompts=16", "accept.rule=all", "tracking.wandb.mode=disabled",
+    "recipes/addition_tiny.yaml",
+    "rounds=2",
+    "data.train_prompts=48",
+    "data.eval_prompts=16",
+    "seed_sft.n=32",
+    "seed_sft.epochs=1",
+    "generate.n=2",
+    "generate.shard_prompts=16",
+    "accept.rule=all",
+    "tracking.wandb.mode=disabled",
 ]
 # Every point where RSFT_FAULT can stop a run: each phase of round 0 and round 1, a shard in the
 # middle of generation, and the first shard of round 2.
 FAULTS = [
-    "round=0,phase=train", "round=0,phase=eval",
-    "round=1,phase=generate,shard=1", "round=1,phase=generate", "round=1,phase=reward",
-    "round=1,phase=accept", "round=1,phase=select", "round=1,phase=train", "round=1,phase=eval",
+    "round=0,phase=train",
+    "round=0,phase=eval",
+    "round=1,phase=generate,shard=1",
+    "round=1,phase=generate",
+    "round=1,phase=reward",
+    "round=1,phase=accept",
+    "round=1,phase=select",
+    "round=1,phase=train",
+    "round=1,phase=eval",
     "round=2,phase=generate,shard=0",
 ]
 NOT_COMPARED = ("time/", "train/seconds")  # wall-clock timings differ run to run; so does throughput (*per_s)
@@ -58,7 +72,9 @@ def resume(out: Path) -> None:
 
 def metrics(run: Path) -> list[dict]:
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in rec.items() if not k.startswith(NOT_COMPARED) and not k.endswith("per_s")} for rec in lines]
+    return [
+        {k: v for k, v in rec.items() if not k.startswith(NOT_COMPARED) and not k.endswith("per_s")} for rec in lines
+    ]
 
 
 def assert_same_run(run: Path, ref: Path) -> None:

@@ -1,4 +1,5 @@
-"""Reward plugins: discovery (built-ins, a real installed entry point, module:function), scoring and its error policies."""
+"""Reward plugins: discovery (built-ins, a real installed entry point, module:function), scoring and its error
+policies."""
 
 from __future__ import annotations
 
@@ -25,8 +26,23 @@ def plugin_path(tmp_path_factory):
     src = tmp_path_factory.mktemp("plugin_src") / "plugin_pkg"
     shutil.copytree("tests/plugin_pkg", src)  # the build writes build/ and *.egg-info next to the sources
     target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                    "--target", str(target), str(src)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+    )
     sys.path.insert(0, str(target))
     importlib.invalidate_caches()
     yield str(target)
@@ -35,8 +51,15 @@ def plugin_path(tmp_path_factory):
 
 def cands(completions, **columns) -> pd.DataFrame:
     n = len(completions)
-    return pd.DataFrame({"prompt_id": columns.pop("prompt_id", list(range(n))), "sample_index": [0] * n,
-                         "prompt": ["q"] * n, "completion": completions, **columns})
+    return pd.DataFrame(
+        {
+            "prompt_id": columns.pop("prompt_id", list(range(n))),
+            "sample_index": [0] * n,
+            "prompt": ["q"] * n,
+            "completion": completions,
+            **columns,
+        }
+    )
 
 
 @pytest.mark.parametrize("name", MINE)
@@ -59,8 +82,13 @@ def test_entry_point_discovery_and_broken_plugin(plugin_path):
         load("broken_plugin")
     # the CLI lists it too, and reports the broken one by name without failing
     env_path = plugin_path + ":" + ":".join(p for p in sys.path if p)
-    out = subprocess.run([sys.executable, "-m", "rsft_gen.cli", "rewards"], capture_output=True, text=True,
-                         env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"}, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "rsft_gen.cli", "rewards"],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"},
+        check=True,
+    ).stdout
     assert "brevity" in out and "entry point of rsft-plugin-demo" in out and "code_exec" in out
     assert "broken_plugin" in out and "FAILED TO LOAD" in out
 
@@ -82,8 +110,10 @@ def test_score_weights_columns_and_group_ids():
         return [None, 1.0, 2.0]
 
     sys.modules[__name__].spy = spy
-    specs = [RewardSpec(name="exact_match", weight=2.0, kwargs={"extract": "last_number"}),
-             RewardSpec(name=f"{__name__}:spy", kwargs={"alpha": 1})]
+    specs = [
+        RewardSpec(name="exact_match", weight=2.0, kwargs={"extract": "last_number"}),
+        RewardSpec(name=f"{__name__}:spy", kwargs={"alpha": 1}),
+    ]
     out, counts = score(df, specs)
     assert out["reward/exact_match"].tolist() == [1.0, 0.0, 1.0]
     assert seen == {"group_ids": [7, 7, 7], "kw": {"alpha": 1}}
@@ -105,11 +135,17 @@ def _raises_on_boom(prompts, completions, **_):
     return [1.0] * len(completions)
 
 
-@pytest.mark.parametrize("fn, message", [
-    ("_bad_len", r"reward 'tests.test_rewards:_bad_len' returned list of length 1 for 4 completions"),
-    ("_nan_at_2", r"returned nan for sample 2 \(prompt_id 2, sample_index 0\) \(and 1 more samples\)"),
-    ("_raises_on_boom", r"raised ValueError: cannot score boom; sample 3 \(prompt_id 3, sample_index 0\) raises on its own"),
-])
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        ("_bad_len", r"reward 'tests.test_rewards:_bad_len' returned list of length 1 for 4 completions"),
+        ("_nan_at_2", r"returned nan for sample 2 \(prompt_id 2, sample_index 0\) \(and 1 more samples\)"),
+        (
+            "_raises_on_boom",
+            r"raised ValueError: cannot score boom; sample 3 \(prompt_id 3, sample_index 0\) raises on its own",
+        ),
+    ],
+)
 def test_on_error_raise_names_reward_and_sample(fn, message):
     df = cands(["a", "b", "c", "boom"])
     with pytest.raises(RewardError, match=message):
@@ -124,8 +160,13 @@ def test_on_error_zero_and_skip_replace_and_count():
     out, counts = score(df, [RewardSpec(name="tests.test_rewards:_nan_at_2", on_error="skip")])
     assert np.isnan(out["reward"].iloc[2]) and np.isnan(out["reward"].iloc[3]) and out["reward"].iloc[0] == 0.5
     assert counts["reward/tests.test_rewards:_nan_at_2/none"] == 2
-    out, counts = score(df, [RewardSpec(name="tests.test_rewards:_raises_on_boom", on_error="zero"),
-                             RewardSpec(name="length", kwargs={"target": 0, "max_length": 10})])
+    out, counts = score(
+        df,
+        [
+            RewardSpec(name="tests.test_rewards:_raises_on_boom", on_error="zero"),
+            RewardSpec(name="length", kwargs={"target": 0, "max_length": 10}),
+        ],
+    )
     assert counts["reward/tests.test_rewards:_raises_on_boom/errors"] == 4  # a batch call fails as a whole
     assert out["reward"].tolist() == [-0.1, -0.1, -0.1, -0.4]
     with pytest.raises(RecipeError, match="same names as prompt-set columns"):
@@ -134,28 +175,41 @@ def test_on_error_zero_and_skip_replace_and_count():
 
 # ---- built-ins on realistic inputs -------------------------------------------------------------
 
-GSM8K = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether "
-         "in April and May.\n#### 72")
+GSM8K = (
+    "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether "
+    "in April and May.\n#### 72"
+)
 
 
 def test_exact_match_and_math_on_real_answers():
     em = load("exact_match")
-    assert em(["q"] * 3, [GSM8K, GSM8K.replace("#### 72", "#### 73"), "The answer is 72."], answer=["72"] * 3,
-              extract="gsm8k") == [1.0, 0.0, 0.0]
+    assert em(
+        ["q"] * 3, [GSM8K, GSM8K.replace("#### 72", "#### 73"), "The answer is 72."], answer=["72"] * 3, extract="gsm8k"
+    ) == [1.0, 0.0, 0.0]
     assert em(["q"], ["so we get $\\boxed{\\frac{3}{4}}$."], answer=["\\frac{3}{4}"], extract="boxed") == [1.0]
     m = load("math")
-    completions = ["Thus $x = \\boxed{\\frac{3}{4}}$.", "The answer is $\\boxed{0.75}$", "$\\boxed{\\{1, 2\\}}$",
-                   "We get $\\boxed{3/5}$"]
+    completions = [
+        "Thus $x = \\boxed{\\frac{3}{4}}$.",
+        "The answer is $\\boxed{0.75}$",
+        "$\\boxed{\\{1, 2\\}}$",
+        "We get $\\boxed{3/5}$",
+    ]
     assert m(["q"] * 4, completions, answer=["\\frac{3}{4}", "3/4", "\\{2, 1\\}", "0.75"]) == [1.0, 1.0, 1.0, 0.0]
 
 
 def test_format_length_span_f1():
     r1 = "<think>48/2 = 24, 48 + 24 = 72</think>\n<answer>72</answer>"
-    assert load("format")(["q"] * 3, [r1, "<answer>72</answer><think>x</think>", "72"], tags=["think", "answer"]) == [1.0, 0.0, 0.0]
+    assert load("format")(["q"] * 3, [r1, "<answer>72</answer><think>x</think>", "72"], tags=["think", "answer"]) == [
+        1.0,
+        0.0,
+        0.0,
+    ]
     assert load("format")(["q"] * 2, [r1, "72"], pattern=r"<think>.*</think>\s*<answer>\d+</answer>") == [1.0, 0.0]
     assert load("length")(["q"] * 2, [r1, r1 * 10], target=100, max_length=300) == [0.0, -1.0]
     ner = "PER: Marie Curie\nLOC: Warsaw\nLOC: Paris"
-    got = load("span_f1")(["q"] * 2, [ner, "LOC: Paris"], answer=[["Warsaw", "Paris", "Sorbonne"]] * 2, pattern=r"LOC: (.+)")
+    got = load("span_f1")(
+        ["q"] * 2, [ner, "LOC: Paris"], answer=[["Warsaw", "Paris", "Sorbonne"]] * 2, pattern=r"LOC: (.+)"
+    )
     assert got == pytest.approx([0.8, 0.5])
 
 
@@ -188,10 +242,16 @@ def test_reward_model_batched_on_tiny_classifier(tmp_path, tiny_model_dir):
 
 def test_code_exec_in_the_loop_frame():
     tests = ["assert fib(0) == 0", "assert fib(1) == 1", "assert fib(10) == 55"]
-    good = "Here is my solution:\n```python\ndef fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n```"
+    good = (
+        "Here is my solution:\n```python\ndef fib(n):\n    a, b = 0, 1\n"
+        "    for _ in range(n):\n        a, b = b, a + b\n    return a\n```"
+    )
     off_by_one = "```python\ndef fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2) + (n == 10)\n```"
-    df = cands([good, off_by_one, "import os\nos.system('echo hi')", "no tests here"],
-               tests=[tests, tests, tests, []], prompt_id=[0, 0, 0, 1])
+    df = cands(
+        [good, off_by_one, "import os\nos.system('echo hi')", "no tests here"],
+        tests=[tests, tests, tests, []],
+        prompt_id=[0, 0, 0, 1],
+    )
     out, counts = score(df, [RewardSpec(name="code_exec", kwargs={"timeout_s": 2})])
     got = out["reward/code_exec"].tolist()
     assert got[:3] == pytest.approx([1.0, 2 / 3, 0.0]) and np.isnan(got[3])

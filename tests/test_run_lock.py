@@ -149,7 +149,11 @@ def test_any_other_os_error_reaching_the_cli_is_one_line(tmp_path, capsys):
 
 def test_the_lock_holder_removes_what_a_killed_writer_left(tmp_path, capsys):
     out = tmp_path / "run"
-    leftovers = [out / ".state.json.k1l2.tmp", out / "round_01" / ".scored.parquet.x9.tmp", out / "round_01" / ".model.ab12" / "w.bin"]
+    leftovers = [
+        out / ".state.json.k1l2.tmp",
+        out / "round_01" / ".scored.parquet.x9.tmp",
+        out / "round_01" / ".model.ab12" / "w.bin",
+    ]
     for f in leftovers:
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text("half")

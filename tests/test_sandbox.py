@@ -106,16 +106,20 @@ def test_memory_bomb():
 
 
 def test_fork_bomb_and_exec_are_violations():
-    jobs = [("import os\nwhile True:\n    os.fork()", ["assert True"]),
-            ("import subprocess\nsubprocess.run(['true'])", ["assert True"]),
-            ("import os\nos.system('echo hi')", ["assert True"])]
+    jobs = [
+        ("import os\nwhile True:\n    os.fork()", ["assert True"]),
+        ("import subprocess\nsubprocess.run(['true'])", ["assert True"]),
+        ("import os\nos.system('echo hi')", ["assert True"]),
+    ]
     for r in run_many(jobs, Limits(timeout_s=3, memory_mb=256), workers=2):
         assert (r.status, r.fraction) == ("violation", 0.0) and r.violations
 
 
 def test_threads_still_work():
-    code = "import threading\nout = []\ndef f():\n    t = threading.Thread(target=lambda: out.append(1))\n" \
-           "    t.start(); t.join()\n    return len(out)"
+    code = (
+        "import threading\nout = []\ndef f():\n    t = threading.Thread(target=lambda: out.append(1))\n"
+        "    t.start(); t.join()\n    return len(out)"
+    )
     assert run_tests(code, ["assert f() == 1"], SMALL).fraction == 1.0
 
 
@@ -125,8 +129,10 @@ def test_writes_outside_its_directory_fail_and_its_own_directory_works():
     r = run_tests(code, ["assert f() == 1"], SMALL)
     assert not target.exists() and r.fraction == 0.0 and r.status == "load_error"
     assert "FileNotFoundError" in r.output or "Read-only file system" in r.output
-    assert run_tests("open('notes.txt', 'w').write('ok')", ["assert open('notes.txt').read() == 'ok'"],
-                     SMALL).fraction == 1.0
+    assert (
+        run_tests("open('notes.txt', 'w').write('ok')", ["assert open('notes.txt').read() == 'ok'"], SMALL).fraction
+        == 1.0
+    )
 
 
 def test_world_writable_tmp_is_private():
@@ -160,14 +166,22 @@ def test_early_exits_and_builtin_patches_score_zero():
     early_exit = "import sys\nsys.exit(0)"
     hard_exit = "import os\ndef add(a, b):\n    return 0\nos._exit(0)"
     patch_builtins = "import builtins\nbuiltins.abs = lambda x: 0\nabs = lambda x: 0\ndef add(a, b):\n    return 99"
-    results = run_many([(early_exit, GOOD[1]), (hard_exit, GOOD[1]), (patch_builtins, ["assert abs(add(1, 2) - 3) < 1"]),
-                        GOOD], SMALL, workers=2)
+    results = run_many(
+        [(early_exit, GOOD[1]), (hard_exit, GOOD[1]), (patch_builtins, ["assert abs(add(1, 2) - 3) < 1"]), GOOD],
+        SMALL,
+        workers=2,
+    )
     assert [r.fraction for r in results] == [0.0, 0.0, 0.0, 1.0]
     assert results[0].status == "load_error" and results[1].status == "crashed"
 
 
 def test_many_in_parallel_with_attacks_mixed_in():
-    attacks = ["while True:\n    pass", "import os\nos.fork()", "x = bytearray(10 ** 9)", "import socket\nsocket.socket()"]
+    attacks = [
+        "while True:\n    pass",
+        "import os\nos.fork()",
+        "x = bytearray(10 ** 9)",
+        "import socket\nsocket.socket()",
+    ]
     jobs = [GOOD if i % 2 == 0 else (attacks[i // 2 % 4], ["assert True"]) for i in range(12)]
     results = run_many(jobs, Limits(timeout_s=4.0, memory_mb=256), workers=2)
     assert [r.fraction for r in results] == [1.0 if i % 2 == 0 else 0.0 for i in range(12)], [r.status for r in results]
@@ -175,19 +189,26 @@ def test_many_in_parallel_with_attacks_mixed_in():
 
 def test_each_program_starts_clean():
     # One worker runs both in one sandbox: the second must see nothing the first left behind.
-    dirty = "import math, os, sys\nmath.pi = 3\nopen('/tmp/left', 'w').write('x')\nopen('here', 'w').write('x')\n" \
-            "os.environ['LEFT'] = '1'\nsys.modules['json'] = None\ndef f():\n    return 1"
-    check = "import math, os, json\ndef f():\n    return [math.pi > 3.14, os.path.exists('/tmp/left'), " \
-            "os.path.exists('here'), 'LEFT' in os.environ, json.dumps(1)]"
-    results = run_many([(dirty, ["assert f() == 1"]), (check, ["assert f() == [True, False, False, False, '1']"])],
-                       SMALL, workers=1)
+    dirty = (
+        "import math, os, sys\nmath.pi = 3\nopen('/tmp/left', 'w').write('x')\nopen('here', 'w').write('x')\n"
+        "os.environ['LEFT'] = '1'\nsys.modules['json'] = None\ndef f():\n    return 1"
+    )
+    check = (
+        "import math, os, json\ndef f():\n    return [math.pi > 3.14, os.path.exists('/tmp/left'), "
+        "os.path.exists('here'), 'LEFT' in os.environ, json.dumps(1)]"
+    )
+    results = run_many(
+        [(dirty, ["assert f() == 1"]), (check, ["assert f() == [True, False, False, False, '1']"])], SMALL, workers=1
+    )
     assert [r.fraction for r in results] == [1.0, 1.0], results[1].output
 
 
 def test_site_packages_are_importable_when_asked():
     code = "import numpy\ndef f():\n    return int(numpy.arange(4).sum())"
     assert run_tests(code, ["assert f() == 6"], SMALL).status == "load_error"
-    assert run_tests(code, ["assert f() == 6"], Limits(timeout_s=10, memory_mb=1024, site_packages=True)).fraction == 1.0
+    assert (
+        run_tests(code, ["assert f() == 6"], Limits(timeout_s=10, memory_mb=1024, site_packages=True)).fraction == 1.0
+    )
 
 
 def test_missing_bwrap_is_one_clear_error_unless_isolation_none(monkeypatch, caplog):
@@ -215,13 +236,21 @@ def test_works_as_a_normal_user():
     (pkg / "__init__.py").write_text("")
     for p in (tmp_path, pkg, *pkg.iterdir()):
         p.chmod(0o755)
-    script = ("from rsft_gen.sandbox import run_many, Limits\n"
-              "rs = run_many([('def add(a, b):\\n    return a + b', ['assert add(1, 2) == 3']),"
-              " ('import os\\nos.fork()', ['assert True']), (\"open('/etc/passwd').read()\", ['assert True'])],"
-              " Limits(timeout_s=3, memory_mb=256), workers=2)\n"
-              "print([(r.status, r.fraction) for r in rs], 'bwrap' in rs[0].layers)\n")
-    out = subprocess.run(["/usr/bin/python3", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                         preexec_fn=lambda: (os.setgroups([]), os.setgid(65534), os.setuid(65534)))
+    script = (
+        "from rsft_gen.sandbox import run_many, Limits\n"
+        "rs = run_many([('def add(a, b):\\n    return a + b', ['assert add(1, 2) == 3']),"
+        " ('import os\\nos.fork()', ['assert True']), (\"open('/etc/passwd').read()\", ['assert True'])],"
+        " Limits(timeout_s=3, memory_mb=256), workers=2)\n"
+        "print([(r.status, r.fraction) for r in rs], 'bwrap' in rs[0].layers)\n"
+    )
+    out = subprocess.run(
+        ["/usr/bin/python3", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: (os.setgroups([]), os.setgid(65534), os.setuid(65534)),
+    )
     shutil.rmtree(tmp_path)
     assert out.stdout.strip() == "[('ok', 1.0), ('violation', 0.0), ('load_error', 0.0)] True", out.stderr
 
@@ -235,13 +264,20 @@ def test_parse_forms():
     assert check_test(p, [True]) and not check_test(p, [1])  # `is True`: 1 is not True
     p = parse_test("assert set(f([1, 2])) == set((2, 1))")
     assert p.calls == ("f([1, 2])",) and check_test(p, [[2, 1]])
-    he = "def check(candidate):\n    x = [1, 2]\n    assert candidate(x) == 3, 'msg'\n    assert abs(candidate([1.5]) - 1.5) < 1e-6\ncheck(total)\n"
+    he = (
+        "def check(candidate):\n    x = [1, 2]\n    assert candidate(x) == 3, 'msg'\n"
+        "    assert abs(candidate([1.5]) - 1.5) < 1e-6\ncheck(total)\n"
+    )
     p = parse_test(he)
     assert p.calls == ("total([1, 2])", "total([1.5])") and check_test(p, [3, 1.5]) and not check_test(p, [3, 2.0])
-    for unparsed in ("for x in range(3):\n    assert f(x) == x", "assert all(f(x) for x in [1])", "def helper(): pass\nassert f() == helper()"):
+    for unparsed in (
+        "for x in range(3):\n    assert f(x) == x",
+        "assert all(f(x) for x in [1])",
+        "def helper(): pass\nassert f() == helper()",
+    ):
         assert parse_test(unparsed).calls is None
     # plain data only: tuples stay tuples, floats round-trip, big ints survive
-    assert decode(["t", 1, ["f", "0.1"], ["i", hex(10 ** 30)]]) == (1, 0.1, 10 ** 30)
+    assert decode(["t", 1, ["f", "0.1"], ["i", hex(10**30)]]) == (1, 0.1, 10**30)
     assert check_test(parse_test("assert f() == (1, 2)"), [[1, 2]]) is False  # a list is not the tuple
 
 
@@ -249,9 +285,13 @@ def test_code_exec_reports_unparsed_tests():
     from reward.code_exec import code_exec
 
     seen = {}
-    scores = code_exec(["q"] * 2, ["def f(x):\n    return x", "def f(x):\n    return 0"],
-                       tests=[["assert f(1) == 1", "for i in range(3):\n    assert f(i) == i"]] * 2, timeout_s=2,
-                       log_metric=lambda k, v: seen.setdefault(k, v))
+    scores = code_exec(
+        ["q"] * 2,
+        ["def f(x):\n    return x", "def f(x):\n    return 0"],
+        tests=[["assert f(1) == 1", "for i in range(3):\n    assert f(i) == i"]] * 2,
+        timeout_s=2,
+        log_metric=lambda k, v: seen.setdefault(k, v),
+    )
     assert scores == [1.0, 0.0] and seen == {"unparsed_tests": 2}
 
 

@@ -29,8 +29,12 @@ def cfg(**kw) -> DataConfig:
 def test_files_of_every_format_map_fields_and_keep_extra_columns(tmp_path, suffix):
     df = pd.DataFrame(ROWS)
     path = tmp_path / f"q.{suffix}"
-    {"jsonl": lambda: df.to_json(path, orient="records", lines=True), "json": lambda: df.to_json(path, orient="records"),
-     "parquet": lambda: df.to_parquet(path), "csv": lambda: df.to_csv(path, index=False)}[suffix]()
+    {
+        "jsonl": lambda: df.to_json(path, orient="records", lines=True),
+        "json": lambda: df.to_json(path, orient="records"),
+        "parquet": lambda: df.to_parquet(path),
+        "csv": lambda: df.to_csv(path, index=False),
+    }[suffix]()
     task = make_task(cfg(path=str(path)), seed_sft_n=3, seed=0)
     assert len(task.eval) == 5 and len(task.train) == 35 and len(task.seed_sft) == 3
     assert set(task.eval.prompt).isdisjoint(task.train.prompt)
@@ -42,7 +46,9 @@ def test_files_of_every_format_map_fields_and_keep_extra_columns(tmp_path, suffi
 def test_hub_loader_with_local_builder_splits_and_subsample(tmp_path, jsonl):
     test = tmp_path / "test.jsonl"
     test.write_text("".join(json.dumps({**r, "question": "T" + r["question"]}) + "\n" for r in ROWS[:8]))
-    c = cfg(task="hub", path="json", data_files={"train": str(jsonl), "test": str(test)}, eval_split="test", subsample=20)
+    c = cfg(
+        task="hub", path="json", data_files={"train": str(jsonl), "test": str(test)}, eval_split="test", subsample=20
+    )
     task = make_task(c, seed_sft_n=0, seed=0)
     assert len(task.train) == 20 and len(task.eval) == 5  # subsample of train; eval capped at eval_prompts
     assert all(p.startswith("T") for p in task.eval.prompt) and not any(p.startswith("T") for p in task.train.prompt)
@@ -51,7 +57,9 @@ def test_hub_loader_with_local_builder_splits_and_subsample(tmp_path, jsonl):
 
 
 def test_save_to_disk_directory_with_splits(tmp_path):
-    DatasetDict({"train": Dataset.from_list(ROWS), "validation": Dataset.from_list(ROWS[:6])}).save_to_disk(tmp_path / "ds")
+    DatasetDict({"train": Dataset.from_list(ROWS), "validation": Dataset.from_list(ROWS[:6])}).save_to_disk(
+        tmp_path / "ds"
+    )
     task = make_task(cfg(path=str(tmp_path / "ds"), eval_split="validation"), seed_sft_n=0, seed=0)
     assert len(task.train) == 40 and len(task.eval) == 5
     with pytest.raises(RecipeError, match=r"no split 'dev'.*\['train', 'validation'\]"):
@@ -72,7 +80,10 @@ def test_errors_name_the_source_and_field(tmp_path, jsonl):
 
 
 def test_prompt_template_and_answer_pattern(tmp_path):
-    rows = [{"text": f"Write f{i}.", "test_list": [f"assert f{i}() == {i}"], "solution": f"so... #### {i},000"} for i in range(10)]
+    rows = [
+        {"text": f"Write f{i}.", "test_list": [f"assert f{i}() == {i}"], "solution": f"so... #### {i},000"}
+        for i in range(10)
+    ]
     Dataset.from_list(rows).save_to_disk(tmp_path / "ds")
     c = cfg(path=str(tmp_path / "ds"), prompt_template="{text}\nTest: {test_list[0]}", answer_pattern=r"####\s*(.+)")
     task = make_task(c, 0, 0)

@@ -114,12 +114,26 @@ def wandb_env(tmp_path_factory):
     """No network, no user files: wandb's data, cache and config dirs in tmp; no key anywhere."""
     home = tmp_path_factory.mktemp("wandb_home")
     with pytest.MonkeyPatch.context() as mp:
-        for var in ("WANDB_DIR", "WANDB_API_KEY", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_BASE_URL", "WANDB_DISABLED", "WANDB_RUN_ID", "WANDB_RESUME"):
+        for var in (
+            "WANDB_DIR",
+            "WANDB_API_KEY",
+            "WANDB_PROJECT",
+            "WANDB_ENTITY",
+            "WANDB_BASE_URL",
+            "WANDB_DISABLED",
+            "WANDB_RUN_ID",
+            "WANDB_RESUME",
+        ):
             mp.delenv(var, raising=False)
         mp.setenv("WANDB_MODE", "offline")
         mp.setenv("WANDB_SILENT", "true")
         mp.setenv("NETRC", str(home / "no-netrc"))
-        for var, sub in (("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"), ("WANDB_ARTIFACT_DIR", "artifacts")):
+        for var, sub in (
+            ("WANDB_DATA_DIR", "data"),
+            ("WANDB_CACHE_DIR", "cache"),
+            ("WANDB_CONFIG_DIR", "config"),
+            ("WANDB_ARTIFACT_DIR", "artifacts"),
+        ):
             mp.setenv(var, str(home / sub))
         yield home
 
@@ -177,7 +191,13 @@ def test_round_metrics_are_logged_once_per_round_against_the_round_step(run_dir,
     for recs in records:
         defined = {m.name: m.step_metric for m in of_type(recs, "metric") if m.name}
         assert "round" in defined
-        logged = {k for row in history_rows(recs) if "eval/accuracy" in row for k in row if not k.startswith("_") and k != "round"}
+        logged = {
+            k
+            for row in history_rows(recs)
+            if "eval/accuracy" in row
+            for k in row
+            if not k.startswith("_") and k != "round"
+        }
         assert logged and all(defined.get(k) == "round" for k in logged), {k: defined.get(k) for k in logged}
 
 
@@ -198,8 +218,20 @@ def test_samples_table_holds_the_decided_samples_capped_at_table_rows(run_dir, w
                 tables[row["round"]] = json.loads((f.parent / "files" / row["samples"]["path"]).read_text())
     assert sorted(tables) == [1, 2]
     for r, table in tables.items():
-        scored = pd.read_parquet(run_dir / f"round_{r:02d}" / "scored.parquet").sort_values(["prompt_id", "sample_index"])
-        assert table["columns"] == ["prompt_id", "prompt", "completion", "answer", "reward/exact_match", "reward", "log_q", "accept_prob", "accepted"]
+        scored = pd.read_parquet(run_dir / f"round_{r:02d}" / "scored.parquet").sort_values(
+            ["prompt_id", "sample_index"]
+        )
+        assert table["columns"] == [
+            "prompt_id",
+            "prompt",
+            "completion",
+            "answer",
+            "reward/exact_match",
+            "reward",
+            "log_q",
+            "accept_prob",
+            "accepted",
+        ]
         assert len(table["data"]) == min(10, len(scored)) == 10
         got = pd.DataFrame(table["data"], columns=table["columns"])
         want = scored.head(10).reset_index(drop=True)
@@ -229,7 +261,15 @@ def test_a_redone_accept_phase_does_not_log_the_samples_twice(wandb_env, tmp_pat
 
     run_dir = tmp_path / "run"
     recipe = _recipe(run_dir, rounds=1)
-    decided = pd.DataFrame({"prompt_id": [0, 1], "prompt": ["a", "b"], "completion": ["1", "2"], "reward": [1.0, 0.0], "accepted": [True, False]})
+    decided = pd.DataFrame(
+        {
+            "prompt_id": [0, 1],
+            "prompt": ["a", "b"],
+            "completion": ["1", "2"],
+            "reward": [1.0, 0.0],
+            "accepted": [True, False],
+        }
+    )
     write_parquet(round_dir(run_dir, 1) / "accepted.parquet", decided[decided.accepted])
     for _ in range(2):  # the first process dies after logging; the second is the resume
         state = RunState(run_dir)  # what the resumed process reads from disk
@@ -268,7 +308,9 @@ def test_eval_command_reproduces_a_rounds_eval(run_dir, capsys):
     # the command, on the latest round by default
     assert main(["eval", str(run_dir)]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads((run_dir / "round_02" / "eval.json").read_text())
-    assert main(["eval", str(run_dir), "--round", "7", "eval.n=2"]) == 2  # no such round: a clear error, not a traceback
+    assert (
+        main(["eval", str(run_dir), "--round", "7", "eval.n=2"]) == 2
+    )  # no such round: a clear error, not a traceback
     assert "round 7" in capsys.readouterr().err
 
 
@@ -302,7 +344,12 @@ def test_disabled_tracker_still_writes_metrics_jsonl(tmp_path):
     tracker.log_round(0, {"round": 0})
     tracker.log_samples(0, pd.DataFrame({"prompt": ["a"]}))
     tracker.close()
-    assert json.loads((tmp_path / "metrics.jsonl").read_text()) == {"round": 0, "eval/accuracy": 0.5, "time/eval_s": 2.0, "time/round_s": 2.0}
+    assert json.loads((tmp_path / "metrics.jsonl").read_text()) == {
+        "round": 0,
+        "eval/accuracy": 0.5,
+        "time/eval_s": 2.0,
+        "time/round_s": 2.0,
+    }
     assert "wandb_run_id" not in state.data
 
 
@@ -321,7 +368,15 @@ def test_samples_table_columns_order_and_cap():
         }
     )
     t = samples_table(decided, rows=3)
-    assert list(t.columns) == ["prompt_id", "prompt", "completion", "reward/exact_match", "reward/len", "reward", "accepted"]
+    assert list(t.columns) == [
+        "prompt_id",
+        "prompt",
+        "completion",
+        "reward/exact_match",
+        "reward/len",
+        "reward",
+        "accepted",
+    ]
     assert t["completion"].tolist() == ["2", "3", "4"]  # whole prompt groups first, in sampling order
     assert t["reward/len"].tolist() == [1.0, None, 1.0]  # NaN becomes null in the W&B table
 

@@ -19,7 +19,14 @@ def test_sft_learns_the_completions_and_publishes_a_loadable_checkpoint(tiny_mod
     before = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     out = tmp_path / "round_01" / "model"
-    metrics = train_sft(tiny_model_dir, sft, out, TrainConfig(epochs=15, batch_size=8, learning_rate=3e-3, logging_steps=1000), "cpu", seed=0)
+    metrics = train_sft(
+        tiny_model_dir,
+        sft,
+        out,
+        TrainConfig(epochs=15, batch_size=8, learning_rate=3e-3, logging_steps=1000),
+        "cpu",
+        seed=0,
+    )
     assert (out / "config.json").exists() and (out / "tokenizer_config.json").exists()
     assert [p.name for p in out.parent.iterdir()] == ["model"]  # no temporary directories left
     after = AutoModelForCausalLM.from_pretrained(out)
@@ -35,7 +42,14 @@ def test_loss_is_on_the_completion_only(tiny_model_dir, tmp_path):
     """Training on prompts ending in 'Q' must not teach the model to produce 'Q' after '5+5'."""
     sft = pd.DataFrame({"prompt": ["5+5Q"] * 32, "completion": ["1"] * 32})
     out = tmp_path / "m"
-    train_sft(tiny_model_dir, sft, out, TrainConfig(epochs=10, batch_size=8, learning_rate=3e-3, logging_steps=1000), "cpu", seed=0)
+    train_sft(
+        tiny_model_dir,
+        sft,
+        out,
+        TrainConfig(epochs=10, batch_size=8, learning_rate=3e-3, logging_steps=1000),
+        "cpu",
+        seed=0,
+    )
     tok = AutoTokenizer.from_pretrained(out)
     before, after = (AutoModelForCausalLM.from_pretrained(p) for p in (tiny_model_dir, out))
     q_before = completion_log_probs(before, tok, ["5+5"], ["Q"])[0]
@@ -54,8 +68,15 @@ def test_tokenize_sft_gives_exactly_trls_own_preparation(tiny_model_dir, tmp_pat
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     sft = pd.DataFrame({"prompt": ["1+1=", "12+34=", "a long prompt: "], "completion": ["2", "46", " x"]})
     ours = tokenize_sft(tok, sft, max_length=64)
-    args = SFTConfig(output_dir=str(tmp_path), completion_only_loss=True, max_length=64, use_cpu=True, bf16=False, report_to=[])
-    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), args=args, train_dataset=Dataset.from_pandas(sft), processing_class=tok)
+    args = SFTConfig(
+        output_dir=str(tmp_path), completion_only_loss=True, max_length=64, use_cpu=True, bf16=False, report_to=[]
+    )
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        args=args,
+        train_dataset=Dataset.from_pandas(sft),
+        processing_class=tok,
+    )
     assert ours["input_ids"] == trainer.train_dataset["input_ids"]
     assert ours["labels"] == trainer.train_dataset["labels"]
     assert all(ids[-1] == tok.eos_token_id for ids in ours["input_ids"])

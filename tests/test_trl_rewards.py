@@ -1,6 +1,6 @@
 """TRL's own reward functions, unchanged, through a chat recipe; the keyword contract; kwargs checked at load time.
 
-    .venv/bin/python -m pytest -q tests/test_trl_rewards.py
+.venv/bin/python -m pytest -q tests/test_trl_rewards.py
 """
 
 from __future__ import annotations
@@ -64,22 +64,44 @@ def chat_rows(n: int = 24) -> list[dict]:
         a, b = i % 5, i // 5
         answer = a + b + (i % 3 == 2)  # every third one is wrong
         think = "<think>add them</think>\n" if i % 2 == 0 else ""
-        rows.append({"q": f"{a}+{b}=", "a": f"{think}so \\boxed{{{answer}}}" + " padding" * (i % 4), "solution": f"${a + b}$"})
+        rows.append(
+            {"q": f"{a}+{b}=", "a": f"{think}so \\boxed{{{answer}}}" + " padding" * (i % 4), "solution": f"${a + b}$"}
+        )
     return rows
 
 
 def test_trl_rewards_run_unchanged_through_a_chat_recipe(chat_model_dir, tmp_path):
     data = tmp_path / "q.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in chat_rows()))
-    rewards = ("[{name: 'trl.rewards:accuracy_reward'}, {name: 'trl.rewards:think_format_reward', weight: 0.5}, "
-               "{name: 'trl.rewards:get_soft_overlong_punishment', factory: true, "
-               "kwargs: {max_completion_len: 40, soft_punish_cache: 20}}, {name: '" + LOGGER + "', weight: 0}]")
-    recipe = load_recipe("recipes/addition_tiny.yaml", [
-        f"output_dir={tmp_path / 'run'}", "rounds=1", f"model.path={chat_model_dir}", "model.chat_template=true",
-        "model.system_prompt=Add.", "data.task=file", f"data.path={data}", "data.prompt_field=q", "data.answer_field=a",
-        "data.train_prompts=20", "data.eval_prompts=4", "seed_sft.n=0", "generate.backend=dataset", "generate.max_new_tokens=4",
-        f"rewards={rewards}", "accept.rule=all", "select.max_per_prompt=null", "train.epochs=1", "tracking.wandb.mode=disabled",
-    ])
+    rewards = (
+        "[{name: 'trl.rewards:accuracy_reward'}, {name: 'trl.rewards:think_format_reward', weight: 0.5}, "
+        "{name: 'trl.rewards:get_soft_overlong_punishment', factory: true, "
+        "kwargs: {max_completion_len: 40, soft_punish_cache: 20}}, {name: '" + LOGGER + "', weight: 0}]"
+    )
+    recipe = load_recipe(
+        "recipes/addition_tiny.yaml",
+        [
+            f"output_dir={tmp_path / 'run'}",
+            "rounds=1",
+            f"model.path={chat_model_dir}",
+            "model.chat_template=true",
+            "model.system_prompt=Add.",
+            "data.task=file",
+            f"data.path={data}",
+            "data.prompt_field=q",
+            "data.answer_field=a",
+            "data.train_prompts=20",
+            "data.eval_prompts=4",
+            "seed_sft.n=0",
+            "generate.backend=dataset",
+            "generate.max_new_tokens=4",
+            f"rewards={rewards}",
+            "accept.rule=all",
+            "select.max_per_prompt=null",
+            "train.epochs=1",
+            "tracking.wandb.mode=disabled",
+        ],
+    )
     SEEN.clear()
     run_dir = run(recipe)
     scored = pd.read_parquet(run_dir / "round_01" / "scored.parquet")
@@ -103,7 +125,11 @@ def test_trl_rewards_run_unchanged_through_a_chat_recipe(chat_model_dir, tmp_pat
     # accuracy_reward's log_extra columns and logging_reward's metrics land under reward/<name>/...
     assert scored["reward/trl.rewards:accuracy_reward/solution"].tolist() == scored.solution.tolist()
     assert scored[f"reward/{LOGGER}/chars"].tolist() == scored.completion.str.len().tolist()
-    r1 = next(json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if json.loads(line)["round"] == 1)
+    r1 = next(
+        json.loads(line)
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["round"] == 1
+    )
     assert r1[f"reward/{LOGGER}/round"] == 1.0
     assert r1[f"reward/{LOGGER}/chars"] == pytest.approx(scored.completion.str.len().mean())
     assert SEEN["states"][0].phase == "reward" and SEEN["states"][0].max_steps == 1
@@ -115,8 +141,17 @@ def test_trl_rewards_run_unchanged_through_a_chat_recipe(chat_model_dir, tmp_pat
 
 
 def test_plain_and_typed_functions_get_what_they_name():
-    df = pd.DataFrame({"prompt_id": [0, 0, 1], "sample_index": [0, 1, 0], "prompt": ["p", "p", "q"],
-                       "completion": ["4", "5", "6"], "answer": ["4", "4", "6"], "token_ids": [[1], [2], [3]], "log_q": [0.0] * 3})
+    df = pd.DataFrame(
+        {
+            "prompt_id": [0, 0, 1],
+            "sample_index": [0, 1, 0],
+            "prompt": ["p", "p", "q"],
+            "completion": ["4", "5", "6"],
+            "answer": ["4", "4", "6"],
+            "token_ids": [[1], [2], [3]],
+            "log_q": [0.0] * 3,
+        }
+    )
     out, _ = score(df, [RewardSpec(name=f"{__name__}:typed_reward", kwargs={"scale": 2.0})])
     assert out[f"reward/{__name__}:typed_reward"].tolist() == [2.0, 0.0, 2.0]
     with pytest.raises(RecipeError, match="needs 'answer', which is neither a prompt-set column"):
@@ -128,10 +163,18 @@ def test_hidden_columns_come_from_the_candidate_fields():
 
 
 def test_kwargs_are_checked_when_the_run_starts(fast_recipe, caplog):
-    with pytest.raises(RecipeError, match=r"reward 'exact_match' .* has no parameter 'extrct'.* Did you mean 'extract'\?"):
+    with pytest.raises(
+        RecipeError, match=r"reward 'exact_match' .* has no parameter 'extrct'.* Did you mean 'extract'\?"
+    ):
         run_setup.check_rewards(fast_recipe("rewards=[{name: exact_match, kwargs: {extrct: last_number}}]"))
-    for name, typo, fix in [("format", "tag", "tags"), ("length", "max_len", "max_length"), ("majority_vote", "tie", "ties"),
-                            ("span_f1", "colum", "column"), ("code_exec", "timeout", "timeout_s"), ("math", "float_round", "float_rounding")]:
+    for name, typo, fix in [
+        ("format", "tag", "tags"),
+        ("length", "max_len", "max_length"),
+        ("majority_vote", "tie", "ties"),
+        ("span_f1", "colum", "column"),
+        ("code_exec", "timeout", "timeout_s"),
+        ("math", "float_round", "float_rounding"),
+    ]:
         with pytest.raises(RecipeError, match=f"Did you mean '{fix}'"):
             load(RewardSpec(name=name, kwargs={typo: 1}))
     with pytest.raises(RecipeError, match="set by rsft-gen"):
@@ -142,12 +185,27 @@ def test_kwargs_are_checked_when_the_run_starts(fast_recipe, caplog):
     assert "passed unchecked" in caplog.text
     # A factory: its kwargs are bound to its signature; used without factory: true, the error says what to set.
     with pytest.raises(RecipeError, match="Did you mean 'soft_punish_cache'"):
-        load(RewardSpec(name="trl.rewards:get_soft_overlong_punishment", factory=True,
-                        kwargs={"max_completion_len": 8, "soft_punish_cach": 2}))
+        load(
+            RewardSpec(
+                name="trl.rewards:get_soft_overlong_punishment",
+                factory=True,
+                kwargs={"max_completion_len": 8, "soft_punish_cach": 2},
+            )
+        )
     with pytest.raises(RecipeError, match="set factory: true"):
-        load(RewardSpec(name="trl.rewards:get_soft_overlong_punishment", kwargs={"max_completion_len": 8, "soft_punish_cache": 2}))
-    assert load(RewardSpec(name="trl.rewards:get_soft_overlong_punishment", factory=True,
-                           kwargs={"max_completion_len": 8, "soft_punish_cache": 2}))(completion_ids=[[1] * 7]) == [-0.5]
+        load(
+            RewardSpec(
+                name="trl.rewards:get_soft_overlong_punishment",
+                kwargs={"max_completion_len": 8, "soft_punish_cache": 2},
+            )
+        )
+    assert load(
+        RewardSpec(
+            name="trl.rewards:get_soft_overlong_punishment",
+            factory=True,
+            kwargs={"max_completion_len": 8, "soft_punish_cache": 2},
+        )
+    )(completion_ids=[[1] * 7]) == [-0.5]
 
 
 def test_builtins_read_chat_form():
@@ -155,5 +213,7 @@ def test_builtins_read_chat_form():
     prompt = [[{"role": "user", "content": "q"}]]
     assert load("exact_match")(prompts=prompt, completions=chat, answer=["12"], extract="answer_tags") == [1.0]
     assert load("format")(prompts=prompt, completions=chat, tags=["think", "answer"]) == [1.0]
-    assert load("majority_vote")(prompts=prompt * 2, completions=chat * 2, group_ids=[0, 0], extract="answer_tags") == [1.0, 1.0]
-
+    assert load("majority_vote")(prompts=prompt * 2, completions=chat * 2, group_ids=[0, 0], extract="answer_tags") == [
+        1.0,
+        1.0,
+    ]

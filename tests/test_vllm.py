@@ -1,6 +1,6 @@
 """The vLLM backend on the CPU build: one engine for the whole session (its start takes ~1 min).
 
-    python -m pytest -q tests/test_vllm.py        # or: -m "not vllm" to leave these out
+python -m pytest -q tests/test_vllm.py        # or: -m "not vllm" to leave these out
 """
 
 from __future__ import annotations
@@ -60,19 +60,25 @@ def test_log_q_matches_hf(vllm_engine, tiny_model_dir, temperature, top_p):
     cands = vllm_engine.generate(list(range(len(PROMPTS))), PROMPTS, settings, progress=False)
     hf = hf_log_q(tiny_model_dir, cands, PROMPTS, temperature, top_p)
     diff = np.abs(np.array([c.log_q for c in cands]) - hf)
-    print(f"log q, vLLM vs HF at T={temperature} top_p={top_p}: max abs diff {diff.max():.2e} over {len(cands)} samples")
+    print(
+        f"log q, vLLM vs HF at T={temperature} top_p={top_p}: max abs diff {diff.max():.2e} over {len(cands)} samples"
+    )
     assert diff.max() < 1e-3
 
 
 def test_greedy_gives_n_copies_with_log_q_zero(vllm_engine):
-    cands = vllm_engine.generate([0, 1], PROMPTS[:2], SamplingSettings(n=3, temperature=0.0, max_new_tokens=5), progress=False)
+    cands = vllm_engine.generate(
+        [0, 1], PROMPTS[:2], SamplingSettings(n=3, temperature=0.0, max_new_tokens=5), progress=False
+    )
     assert len(cands) == 6 and all(c.log_q == 0.0 for c in cands)
     assert len({tuple(c.token_ids) for c in cands[:3]}) == 1
 
 
 def test_same_seed_same_candidates(vllm_engine):
     def sample(seed, ids, prompts):
-        cands = vllm_engine.generate(ids, prompts, SamplingSettings(n=4, temperature=1.0, max_new_tokens=6, seed=seed), progress=False)
+        cands = vllm_engine.generate(
+            ids, prompts, SamplingSettings(n=4, temperature=1.0, max_new_tokens=6, seed=seed), progress=False
+        )
         return {(c.prompt_id, c.sample_index): (c.token_ids, c.log_q) for c in cands}
 
     ids = list(range(len(PROMPTS)))
@@ -86,8 +92,18 @@ def test_same_seed_same_candidates(vllm_engine):
 
 def test_without_log_q_the_samples_are_the_same(vllm_engine):
     # generate.log_q=false skips vLLM's per-token log-probs; sampling must not depend on them.
-    with_q = vllm_engine.generate([0, 1, 2], PROMPTS[:3], SamplingSettings(n=4, temperature=0.8, top_p=0.9, max_new_tokens=6, seed=5), progress=False)
-    without = vllm_engine.generate([0, 1, 2], PROMPTS[:3], SamplingSettings(n=4, temperature=0.8, top_p=0.9, max_new_tokens=6, seed=5, log_q=False), progress=False)
+    with_q = vllm_engine.generate(
+        [0, 1, 2],
+        PROMPTS[:3],
+        SamplingSettings(n=4, temperature=0.8, top_p=0.9, max_new_tokens=6, seed=5),
+        progress=False,
+    )
+    without = vllm_engine.generate(
+        [0, 1, 2],
+        PROMPTS[:3],
+        SamplingSettings(n=4, temperature=0.8, top_p=0.9, max_new_tokens=6, seed=5, log_q=False),
+        progress=False,
+    )
     assert [c.token_ids for c in without] == [c.token_ids for c in with_q]
     assert [c.completion for c in without] == [c.completion for c in with_q]
     assert all(np.isnan(c.log_q) for c in without) and all(np.isfinite(c.log_q) for c in with_q)
@@ -109,7 +125,13 @@ def test_load_weights_in_place_matches_a_fresh_model(vllm_engine, tiny_model_dir
 def test_two_rounds_with_vllm_backend(fast_recipe, tmp_path):
     from rsft_gen.loop import run
 
-    recipe = fast_recipe("rounds=2", "generate.backend=vllm", "generate.vllm.kv_cache_memory_bytes=67108864", "accept.rule=all", "generate.log_q=true")
+    recipe = fast_recipe(
+        "rounds=2",
+        "generate.backend=vllm",
+        "generate.vllm.kv_cache_memory_bytes=67108864",
+        "accept.rule=all",
+        "generate.log_q=true",
+    )
     run_dir = run(recipe)
     state = json.loads((run_dir / "state.json").read_text())
     assert state["finished"] and state["rounds_done"] == 2
@@ -133,7 +155,11 @@ def test_engine_options_recipe_wins_over_cpu_defaults():
     assert opts["kv_cache_memory_bytes"] == 1 << 30 and opts["logprobs_mode"] == "processed_logprobs"
     # A recipe that sizes memory as a share of RAM gets exactly that, not our fixed KV cache size.
     opts = engine_options("m", {"gpu_memory_utilization": 0.2, "tensor_parallel_size": 2}, cpu=True)
-    assert "kv_cache_memory_bytes" not in opts and opts["gpu_memory_utilization"] == 0.2 and opts["tensor_parallel_size"] == 2
+    assert (
+        "kv_cache_memory_bytes" not in opts
+        and opts["gpu_memory_utilization"] == 0.2
+        and opts["tensor_parallel_size"] == 2
+    )
     assert "enforce_eager" not in engine_options("m", {}, cpu=False)  # GPU: vLLM's own defaults
     with pytest.raises(RecipeError, match="generate.vllm.logprobs_mode"):
         engine_options("m", {"logprobs_mode": "raw_logprobs"}, cpu=True)
