@@ -218,7 +218,8 @@ def test_samples_table_holds_the_decided_samples_capped_at_table_rows(run_dir, w
                 tables[row["round"]] = json.loads((f.parent / "files" / row["samples"]["path"]).read_text())
     assert sorted(tables) == [1, 2]
     for r, table in tables.items():
-        scored = pd.read_parquet(run_dir / f"round_{r:02d}" / "scored.parquet").sort_values(
+        # decided.parquet: the reward phase's scored.parquet + the accept decisions the table shows
+        scored = pd.read_parquet(run_dir / f"round_{r:02d}" / "decided.parquet").sort_values(
             ["prompt_id", "sample_index"]
         )
         assert table["columns"] == [
