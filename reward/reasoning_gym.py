@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 
-from reward.exact_match import extract_answer
+from reward.exact_match import extract_answer, text_of
 
 
 @lru_cache(maxsize=256)
@@ -34,11 +34,6 @@ def _scorer(task: str, config: str):
     import reasoning_gym
 
     return reasoning_gym.create_dataset(task, size=1, seed=0, **json.loads(config)).score_answer
-
-
-def _text(completion) -> str:
-    """A completion as text: a plain string, or TRL's conversational form [{"role": "assistant", "content": ...}]."""
-    return completion if isinstance(completion, str) else completion[-1]["content"]
 
 
 def reasoning_gym(
@@ -54,6 +49,6 @@ def reasoning_gym(
     """The reasoning-gym task's score_answer on each completion's extracted answer (0.0 if none)."""
     out = []
     for completion, task, config, entry in zip(completions, rg_task, rg_config, rg_entry):
-        answer = extract_answer(_text(completion), extract, pattern)
+        answer = extract_answer(text_of(completion), extract, pattern)
         out.append(0.0 if answer is None else float(_scorer(task, config)(answer, json.loads(entry))))
     return out

@@ -21,6 +21,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -134,8 +135,6 @@ def convert_gguf(path: Path, key: str) -> Path:
         raise RecipeError(f"recipe key '{key}': converting '{path}' ({arch}) failed: {type(e).__name__}: {e}") from None
     finally:
         if tmp.exists():
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
     log.info("GGUF converted in %.1fs", time.perf_counter() - start)
     return target
