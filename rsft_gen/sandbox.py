@@ -168,8 +168,8 @@ def _bwrap_argv(
         "/tmp",
     ]
     argv += runtime
-    for d in site_dirs:  # after the tmpfs, so a venv under /tmp stays visible
-        argv += ["--ro-bind", d, d]
+    for host, inside in zip(site_dirs, _site_mounts(site_dirs)):
+        argv += ["--ro-bind", host, inside]
     argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp"]
     layers = ["bwrap", "mountns", "userns", "pidns", "netns", "ipcns", "no_caps", "new_session", "die_with_parent"]
     if seccomp_fd is not None:
@@ -208,7 +208,7 @@ class _Sandbox:
                 os.close(w)
                 pass_fds = (filt,)
             argv, layers = _bwrap_argv(bwrap, lim, filt, site_dirs)
-            cfg.update(workroot="/tmp", pidns=True, own_base_filter=False, layers=layers)
+            cfg.update(workroot="/tmp", pidns=True, own_base_filter=False, layers=layers, site_dirs=_site_mounts(site_dirs))
             cwd = "/"
         elif lim.isolation == "none":
             self.tmp = tempfile.TemporaryDirectory(prefix="rsft_sandbox_")
@@ -301,6 +301,13 @@ class _Sandbox:
         if self.tmp is not None:
             self.tmp.cleanup()
             self.tmp = None
+
+
+def _site_mounts(site_dirs: list[str]) -> list[str]:
+    """Where the sandbox sees each site directory: outside its /tmp, whatever the host path. A venv under /tmp
+    (a fresh clone in /tmp) bound at its own path would put mount points inside the private /tmp, which the
+    fork server could then neither empty between programs nor keep clean."""
+    return [f"/site-packages/{i}" for i in range(len(site_dirs))]
 
 
 def _site_dirs() -> list[str]:

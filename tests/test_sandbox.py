@@ -8,6 +8,7 @@ Attacks aimed at the host itself (secrets, canaries, sockets, reward hacking) ar
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -203,17 +204,50 @@ def test_each_program_starts_clean():
     assert [r.fraction for r in results] == [1.0, 1.0], results[1].output
 
 
-@pytest.mark.xfail(
-    os.path.realpath(sys.prefix).startswith("/tmp/"),
-    reason="known bug, open: with the venv under /tmp (hidden by the private /tmp) the sandbox stops answering",
-    strict=False,
-)
 def test_site_packages_are_importable_when_asked():
     code = "import numpy\ndef f():\n    return int(numpy.arange(4).sum())"
     assert run_tests(code, ["assert f() == 6"], SMALL).status == "load_error"
     assert (
         run_tests(code, ["assert f() == 6"], Limits(timeout_s=10, memory_mb=1024, site_packages=True)).fraction == 1.0
     )
+
+
+_VENV_PROBE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from rsft_gen.sandbox import Limits, run_many
+lim = Limits(timeout_s=10, memory_mb=512, site_packages=True)
+uses = "import probe_pkg\\ndef f():\\n    return probe_pkg.VALUE"
+litter = "import os\\nfor d, _, _ in os.walk('/tmp'):\\n    open(os.path.join(d, 'litter'), 'w').close()\\ndef f():\\n    return 1"
+looks = "import os\\nprint(sorted(os.path.join(d, n) for d, ds, fs in os.walk('/tmp') for n in ds + fs))\\ndef f():\\n    return 1"
+jobs = [(uses, ["assert f() == 41"]), (litter, ["assert f() == 1"]), (uses, ["assert f() == 41"])]
+out = run_many(jobs + [(looks, ["assert f() == 1"])], lim, workers=1)
+print(json.dumps([[r.status, r.fraction, r.output] for r in out]))
+"""
+
+
+def test_site_packages_from_a_venv_under_tmp(tmp_path):
+    """A venv under /tmp (a fresh clone in /tmp, as CI may make) must stay importable from inside the sandbox, whose
+    own /tmp is private, and what one program leaves under /tmp must not be seen by the next."""
+    venv = Path(tempfile.mkdtemp(prefix="rsft_venv_", dir="/tmp"))
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+        python = venv / "bin" / "python"
+        site_dir = subprocess.run(
+            [python, "-c", "import site; print(site.getsitepackages()[0])"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        assert site_dir.startswith("/tmp/")
+        (Path(site_dir) / "probe_pkg.py").write_text("VALUE = 41\n")
+        root = str(Path(__file__).resolve().parents[1])
+        done = subprocess.run(
+            [python, "-c", _VENV_PROBE, root], capture_output=True, text=True, timeout=120, cwd=str(tmp_path)
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        uses, litter, uses_again, looks = json.loads(done.stdout.strip().splitlines()[-1])
+        assert uses[:2] == ["ok", 1.0] and litter[:2] == ["ok", 1.0] and uses_again[:2] == ["ok", 1.0], (uses, litter)
+        assert looks[:2] == ["ok", 1.0] and looks[2].strip() == "['/tmp/.output', '/tmp/work']", looks
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)
 
 
 def test_missing_bwrap_is_one_clear_error_unless_isolation_none(monkeypatch, caplog):
