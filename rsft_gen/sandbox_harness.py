@@ -15,9 +15,12 @@ reads a job and never runs untrusted code. The child:
 3. runs the code, evaluates each call and encodes its value as tagged JSON
    (plain data only; see `encode`), runs the weak tests, writes the result.
 
-The zygote waits with a wall-clock deadline, kills whatever is left (inside
-bwrap's pid namespace: everything but itself), empties the work directory and
-reports a framed header + result + output to the parent on stdout. It knows
+The zygote is pid 1 of bwrap's pid namespace (`--as-pid-1`): no bwrap reaper
+holds the parent's pipes where a program could reopen them through /proc/1/fd,
+and the kernel drops a program's SIGKILL/SIGSTOP to pid 1. It waits with a
+wall-clock deadline, kills whatever is left (everything but itself), empties
+the work directory and reports a framed header + result + output to the parent
+on stdout. It knows
 nothing of expected values: the parent compares (rsft_gen.test_parse).
 """
 
@@ -80,6 +83,11 @@ _DENY = {  # name: number; denied in both filters
     "clock_settime": 227,
     "adjtimex": 159,
     "lookup_dcookie": 212,
+    "pidfd_open": 434,  # pidfds reach processes by pid without kill(): the filter could not check the target
+    "pidfd_send_signal": 424,
+    "pidfd_getfd": 438,
+    "process_madvise": 440,
+    "process_mrelease": 448,
 }
 _CHILD_DENY = {  # only for a program: no new processes, no IPC objects that outlive it, no network
     "fork": 57,
@@ -93,6 +101,7 @@ _CHILD_DENY = {  # only for a program: no new processes, no IPC objects that out
     "mq_open": 240,
 }
 _CLONE, _CLONE3, _KILL, _TGKILL, _SOCKET = 56, 435, 62, 234, 41
+_SIGQUEUE, _TGSIGQUEUE = 129, 297  # rt_sigqueueinfo / rt_tgsigqueueinfo send signals like kill / tgkill
 _NS_FLAGS = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
 _CLONE_THREAD, _AF_UNIX = 0x10000, 1
 _ALLOW, _KILL_PROCESS, _ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
@@ -128,6 +137,8 @@ def seccomp_filter(child_pid=None) -> bytes:
         prog += arg_rule(_CLONE, JSET, _CLONE_THREAD, _ALLOW, deny)  # threads yes, processes no
         prog += arg_rule(_KILL, JEQ, child_pid, _ALLOW, deny)  # signals only to itself
         prog += arg_rule(_TGKILL, JEQ, child_pid, _ALLOW, deny)
+        prog += arg_rule(_SIGQUEUE, JEQ, child_pid, _ALLOW, deny)
+        prog += arg_rule(_TGSIGQUEUE, JEQ, child_pid, _ALLOW, deny)
         prog += arg_rule(_SOCKET, JEQ, _AF_UNIX, _ALLOW, deny)
     else:
         prog += arg_rule(_CLONE, JSET, _NS_FLAGS, deny, _ALLOW)
@@ -254,8 +265,8 @@ def main() -> None:
     layers = list(cfg["layers"])
     if cfg["seccomp"] and cfg["own_base_filter"] and install_filter(libc, ctypes, seccomp_filter()):
         layers.append("seccomp")
-    if cfg["pidns"] and os.getpid() != 2:
-        raise SystemExit("sandbox harness: expected to be pid 2 in a fresh pid namespace")
+    if cfg["pidns"] and os.getpid() != 1:
+        raise SystemExit("sandbox harness: expected to be pid 1 in a fresh pid namespace (bwrap --as-pid-1)")
     if cfg["site_dirs"]:
         import site
 
@@ -284,7 +295,7 @@ def main() -> None:
         data, timed_out = _collect(r, time.monotonic() + limits["timeout_s"])
         if cfg["pidns"]:
             try:
-                os.kill(-1, signal.SIGKILL)  # pid namespace: every process but us and bwrap's init
+                os.kill(-1, signal.SIGKILL)  # pid namespace: every process but us (pid 1)
             except ProcessLookupError:
                 pass
         else:

@@ -40,7 +40,7 @@ _FUNCS = {
     "abs": abs,
     "len": len,
     "sorted": sorted,
-    "set": set,
+    "set": set,  # set, frozenset, dict and round get their arguments checked first: see _call
     "frozenset": frozenset,
     "list": list,
     "tuple": tuple,
@@ -95,6 +95,8 @@ _CMP = {
     ast.NotIn: lambda a, b: a not in b,
 }
 _MAX_ITEMS = 10_000_000  # a parent-side `x * n` or `x ** n` larger than this is refused, not computed
+_MAX_BITS = 1 << 22  # ... and so is int arithmetic past this many bits
+_MAX_COLLISIONS = 1000  # hashable items that share a hash with another item in one set/dict (see _unflooded)
 
 
 class Unparsed(Exception):
@@ -361,15 +363,31 @@ def _eval(node: ast.expr, env: dict):
     if isinstance(node, ast.Slice):
         return slice(*(None if n is None else _eval(n, env) for n in (node.lower, node.upper, node.step)))
     if isinstance(node, ast.Call) and _known_func(node.func):
-        fn = _eval(node.func, env)
-        return fn(*[_eval(a, env) for a in node.args], **{k.arg: _eval(k.value, env) for k in node.keywords})
+        kwargs = {k.arg: _eval(k.value, env) for k in node.keywords}
+        return _call(_eval(node.func, env), [_eval(a, env) for a in node.args], kwargs)
     raise Unparsed(type(node).__name__)
 
 
+def _call(fn, args: list, kwargs: dict):
+    """A known function on values that may come from the program, refusing calls that would take minutes."""
+    if fn in (set, frozenset, dict) and len(args) == 1:
+        items = args[0].items() if fn is dict and isinstance(args[0], dict) else args[0]
+        args = [_unflooded(items, pairs=fn is dict)]
+    if fn is round and any(isinstance(n, int) and abs(n) > 10_000 for n in args[1:] + list(kwargs.values())):
+        raise OverflowError("round() with that many digits")  # round(x, -10**9) computes 10**(10**9)
+    return fn(*args, **kwargs)
+
+
 def _guard_size(op: ast.operator, a, b) -> None:
-    """Refuse parent-side arithmetic that would build something huge (the values may come from the program)."""
-    if isinstance(op, ast.Pow) and isinstance(a, int) and isinstance(b, int) and abs(a) > 1 and b > 10_000:
-        raise OverflowError("exponent too large")
+    """Refuse parent-side arithmetic that would build something huge or take minutes (the values may come from the
+    program: an 8 MiB result holds a 32-million-bit int, and CPython multiplies and divides such ints in
+    superlinear time)."""
+    if isinstance(a, int) and isinstance(b, int):
+        small, big = sorted((abs(a).bit_length(), abs(b).bit_length()))
+        if isinstance(op, ast.Pow) and abs(a) > 1 and (b > 10_000 or big * max(b, 0) > _MAX_BITS):
+            raise OverflowError("exponent too large")
+        if isinstance(op, (ast.Mult, ast.FloorDiv, ast.Mod)) and small > 64 and big > _MAX_BITS // 16:
+            raise OverflowError("operands too large")
     if isinstance(op, ast.Mult):
         for seq, n in ((a, b), (b, a)):
             if isinstance(seq, (str, bytes, list, tuple)) and isinstance(n, int) and len(seq) * n > _MAX_ITEMS:
@@ -396,6 +414,18 @@ class Opaque:
         return f"<{self.type_name} {self.text}>"
 
 
+def _unflooded(items=(), pairs=False):
+    """`items` as a list, refused (ValueError) when many of them share hash values. A set or dict of n colliding
+    keys takes n**2 / 2 comparisons to build: a program that returns 300,000 ints equal modulo 2**61 - 1 (or
+    forges a result holding them) would hold the parent for half an hour. Genuine values almost never collide."""
+    items = list(items)
+    if len(items) > _MAX_COLLISIONS:
+        keys = [k for k, _ in items] if pairs else items
+        if len(keys) - len({hash(k) for k in keys}) > _MAX_COLLISIONS:
+            raise ValueError("too many equal hashes to build a set or dict from")
+    return items
+
+
 def decode(v):
     """Tagged JSON from the sandbox -> plain Python values (see sandbox_harness.encode)."""
     if v is None or isinstance(v, (bool, int, str)):
@@ -416,11 +446,11 @@ def decode(v):
     if tag == "t":
         return tuple(decode(x) for x in rest)
     if tag == "s":
-        return {decode(x) for x in rest}
+        return set(_unflooded(decode(x) for x in rest))
     if tag == "fs":
-        return frozenset(decode(x) for x in rest)
+        return frozenset(_unflooded(decode(x) for x in rest))
     if tag == "d":
-        return {decode(k): decode(x) for k, x in rest}
+        return dict(_unflooded(((decode(k), decode(x)) for k, x in rest), pairs=True))
     if tag == "o":
         return Opaque(str(rest[0])[:100], str(rest[1])[:200])
     raise ValueError(f"unknown tag {tag!r}")
