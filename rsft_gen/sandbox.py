@@ -143,7 +143,9 @@ def _bwrap_argv(
     argv += runtime
     for host, inside in zip(site_dirs, _site_mounts(site_dirs)):
         argv += ["--ro-bind", host, inside]
-    argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp"]
+    # /proc read-only: run by root, the sandbox's uid is the host's uid 0 (no capabilities), and sysctl files check
+    # only the uid, so a writable /proc let a program set host sysctls (kernel.core_pattern, fs.file-max, ...)
+    argv += ["--remount-ro", "/proc", "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp"]
     layers = ["bwrap", "mountns", "userns", "pidns", "netns", "ipcns", "no_caps", "new_session", "die_with_parent"]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]

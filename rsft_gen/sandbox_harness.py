@@ -101,7 +101,7 @@ _CHILD_DENY = {  # only for a program: no new processes, no IPC objects that out
     "mq_open": 240,
 }
 _CLONE, _CLONE3, _KILL, _TGKILL, _SOCKET = 56, 435, 62, 234, 41
-_SIGQUEUE, _TGSIGQUEUE = 129, 297  # rt_sigqueueinfo / rt_tgsigqueueinfo send signals like kill / tgkill
+_SIGQUEUE, _TGSIGQUEUE, _MEMFD_CREATE = 129, 297, 319  # rt_sigqueueinfo / rt_tgsigqueueinfo send signals like kill / tgkill
 _NS_FLAGS = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
 _CLONE_THREAD, _AF_UNIX = 0x10000, 1
 _ALLOW, _KILL_PROCESS, _ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
@@ -129,6 +129,8 @@ def seccomp_filter(child_pid=None) -> bytes:
     for nr in numbers:
         prog += [_ins(JEQ, nr, 0, 1), _ins(RET, deny)]
     prog += [_ins(JEQ, _CLONE3, 0, 1), _ins(RET, _ERRNO | _ENOSYS)]  # glibc falls back to clone, which we can inspect
+    if child_pid:  # memfd pages are not counted by RLIMIT_AS: 64 fds x RLIMIT_FSIZE would double the memory limit
+        prog += [_ins(JEQ, _MEMFD_CREATE, 0, 1), _ins(RET, _ERRNO | _EPERM)]
 
     def arg_rule(nr, test, value, if_true, if_false):  # every block returns, so the accumulator may be reused
         return [_ins(JEQ, nr, 0, 4), _ins(LD, 16), _ins(test, value, 0, 1), _ins(RET, if_true), _ins(RET, if_false)]
@@ -326,6 +328,27 @@ def _collect(r, deadline):
             data += chunk[: _RESULT_CAP - len(data)]
 
 
+def _capped_stream(fd: int, keep: int, line_buffering: bool):
+    """A text stream on `fd` that writes the first `keep` bytes and drops the rest while reporting them written:
+    a correct program that prints more than RLIMIT_FSIZE allows must not fail (only so much comes back anyway)."""
+    import io
+
+    class Capped(io.RawIOBase):
+        left = keep
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            n = len(b)
+            if Capped.left > 0:
+                _write_all(fd, bytes(b[: Capped.left]))
+                Capped.left -= min(n, Capped.left)
+            return n
+
+    return io.TextIOWrapper(io.BufferedWriter(Capped()), "utf-8", "backslashreplace", line_buffering=line_buffering)
+
+
 def _child(res, out_fd, work, limits, cfg, libc, ctypes):
     try:
         n = struct.unpack(">Q", _read_exact(0, 8) or b"\0" * 8)[0]
@@ -339,6 +362,8 @@ def _child(res, out_fd, work, limits, cfg, libc, ctypes):
         os.dup2(out_fd, 2)
         for fd in (null, out_fd):
             os.close(fd)
+        sys.stdout = sys.__stdout__ = _capped_stream(1, limits["output_bytes"], False)
+        sys.stderr = sys.__stderr__ = _capped_stream(2, limits["output_bytes"], True)
         os.chdir(work)
         import resource
 
