@@ -7,9 +7,12 @@
 
 Prepares the run once (round 0: seed SFT if the recipe has one), then times round 1's
 whole generate phase as the loop runs it (`loop.generate_shards` and writing
-candidates.parquet), alternating local and ray, `--repeats` times each; medians.
-Before every timed phase each side drops its engine (ray: every worker), so each
-reloads the weights as it does for a new round. The Ray cluster and the workers'
+candidates.parquet), alternating local and ray. Each side's first phase starts its
+engines (as round 1 of a run does) and is reported apart; the next `--repeats` phases
+are medians. Between phases each side frees its engines as before training, and the
+phases alternate between two copies of the round's model (hard links), so an engine
+that is kept across rounds reloads the weights in place and one that is not starts
+again: each phase costs what a later round's does. The Ray cluster and the workers'
 start are a cost paid once per run and reported apart. The two sides' candidates
 must be identical, row for row, or the benchmark stops.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import shutil
 import statistics
 import sys
@@ -84,19 +88,20 @@ def main(argv: list[str] | None = None) -> None:
         f"{rows[0]['tokens']} new tokens per phase; medians of {args.repeats}, local and ray alternating"
     )
     print(
-        "| ray pool | local: s | ray: s | ray / local | local tok/s | ray tok/s "
-        "| cluster + workers start (once per run) |"
+        "| ray pool | local: s | ray: s | ray / local | local tok/s | ray tok/s | first phase (engines start): "
+        "local / ray | cluster + workers start (once per run) |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print(
             f"| {row['pool']} | {row['local']:.2f} | {row['ray']:.2f} | {row['ray'] / row['local']:.3f} | "
-            f"{row['tokens'] / row['local']:,.0f} | {row['tokens'] / row['ray']:,.0f} | {row['startup']:.1f} s |"
+            f"{row['tokens'] / row['local']:,.0f} | {row['tokens'] / row['ray']:,.0f} | "
+            f"{row['local_first']:.1f} / {row['ray_first']:.1f} s | {row['startup']:.1f} s |"
         )
 
 
 def compare(ctx: RunContext, recipe, workers: int, cpus: float, args) -> dict:
-    """Alternate local and one ray pool (workers x cpus) --repeats times; the medians."""
+    """Local and one ray pool (workers x cpus), alternating: a first phase each, then --repeats each; medians."""
     from rsft_gen.executor_ray import RayShardPool
 
     ray_recipe = dataclasses.replace(
@@ -105,37 +110,50 @@ def compare(ctx: RunContext, recipe, workers: int, cpus: float, args) -> dict:
             recipe.generate, executor="ray", workers=workers, worker_cpus=cpus, ray_address=args.address
         ),
     )
+    models = two_copies(ctx.model_of(0), Path(args.out) / "model_copy")
+    ctx.generators.close()  # the local side starts its engine in its first phase too
     start = time.perf_counter()
     ctx.pool = RayShardPool(ray_recipe)  # Ray up (or attached) and the workers placed: once per run
     startup = time.perf_counter() - start
     times: dict[str, list[float]] = {"local": [], "ray": []}
     tokens, reference = 0, None
     try:
-        for i in range(args.repeats):
+        for i in range(args.repeats + 1):
             sides = [("local", recipe), ("ray", ray_recipe)]
             for name, rec in sides if i % 2 == 0 else sides[::-1]:
                 ctx.recipe = rec
-                ctx.generators.release()  # each side reloads the round's weights, as in a new round
-                ctx.pool.release()
+                ctx.model_of = lambda r, m=models[i % 2]: m  # a new round's checkpoint for the kept engines
                 seconds, cands, tokens = phase(ctx)
+                ctx.generators.release()  # as before training: vLLM sleeps (GPU) or stays (CPU inplace)
+                ctx.pool.release()
                 reference = cands if reference is None else reference
                 pd.testing.assert_frame_equal(cands, reference)  # the same candidates, row for row
                 times[name].append(seconds)
-                print(
-                    f"{workers}x{cpus:g} repeat {i + 1} {name:5s}: {seconds:7.2f} s  {tokens / seconds:9.0f} tok/s",
-                    flush=True,
-                )
+                label = "first (engine start)" if i == 0 else f"repeat {i}"
+                print(f"{workers}x{cpus:g} {label:20s} {name:5s}: {seconds:7.2f} s  {tokens / seconds:9.0f} tok/s")
     finally:
         ctx.pool.close()
+        del ctx.model_of
         ctx.pool, ctx.recipe = None, recipe
     return {
         "pool": f"{workers} workers x {cpus:g} CPU",
-        "local": statistics.median(times["local"]),
-        "ray": statistics.median(times["ray"]),
+        "local_first": times["local"][0],
+        "ray_first": times["ray"][0],
+        "local": statistics.median(times["local"][1:]),
+        "ray": statistics.median(times["ray"][1:]),
         "tokens": tokens,
         "candidates": len(reference),
         "startup": startup,
     }
+
+
+def two_copies(model_dir: str, copy: Path) -> list[str]:
+    """The model and a hard-linked copy at another path: alternating them makes every phase a weight reload."""
+    if not Path(model_dir).is_dir():  # a hub id or a file: nothing to copy, engines then keep their weights
+        return [model_dir, model_dir]
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(model_dir, copy, copy_function=os.link)
+    return [str(Path(model_dir).resolve()), str(copy.resolve())]
 
 
 if __name__ == "__main__":

@@ -272,7 +272,8 @@ class TrainConfig:
         factory=dict, help="LoRA: passed to peft.LoraConfig(task_type='CAUSAL_LM', **peft); empty = full fine-tuning"
     )
     freeze: list[str] = opt(factory=list, help="parameter-name regexes (re.search) kept frozen")
-    num_processes: int = opt(1, "> 1: the train phase runs as `accelerate launch` child processes")
+    num_processes: int = opt(1, "> 1: the train phase runs as `accelerate launch` child processes (all machines)")
+    num_machines: int = opt(1, "> 1: accelerate launch on that many Ray nodes (generate.ray_address's cluster)")
     accelerate_config: Optional[str] = opt(None, "e.g. configs/accelerate/deepspeed_zero2.yaml; None: plain DDP")
 
     def check(self) -> Problems:
@@ -282,6 +283,12 @@ class TrainConfig:
             yield (
                 "train.num_processes",
                 f"is {self.num_processes}; it must be 1 (in-process) or more (accelerate launch).",
+            )
+        if self.num_machines <= 0 or self.num_processes % max(self.num_machines, 1):
+            yield (
+                "train.num_machines",
+                f"is {self.num_machines} with train.num_processes {self.num_processes}; it must be 1 or more and "
+                "divide train.num_processes (the processes of all machines together, the same number on each).",
             )
         if self.accelerate_config and not Path(self.accelerate_config).is_file():
             yield (

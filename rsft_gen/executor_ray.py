@@ -91,7 +91,7 @@ class ShardWorker:
     """One actor: one engine, kept across rounds like the local loop keeps its own."""
 
     def __init__(self, recipe: Recipe, cpus: float):
-        self.recipe, self.cache = recipe, None
+        self.recipe, self.cache, self.cpus = recipe, None, cpus
         if cpus >= 1:  # torch's intra-op threads = the CPUs Ray gave this actor, not the node's
             import torch
 
@@ -99,6 +99,25 @@ class ShardWorker:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def node(self) -> str:
+        return _ray().get_runtime_context().get_node_id()
+
+    def pin(self, index: int) -> list[int]:
+        """Bind this actor (all its threads, and the engine processes it starts later) to its own
+        int(cpus) cores: the `index`-th such block of the node's cores. Ray counts CPUs but does not pin
+        them, and vLLM's CPU build binds its OpenMP threads to every core the process may use, so two
+        actors on one node would otherwise spin on the same cores. No pinning where the blocks do not fit."""
+        cores, n = sorted(os.sched_getaffinity(0)), max(1, int(self.cpus))
+        mine = cores[index * n : (index + 1) * n]
+        if len(mine) < n:
+            return cores
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                os.sched_setaffinity(int(tid), mine)
+            except OSError:  # a thread that has just ended
+                pass
+        return mine
 
     def run(self, job: ShardJob, model_dir: str) -> tuple[int, float]:
         if self.cache is None:
@@ -135,6 +154,7 @@ class RayShardPool:
         # max_restarts=0: a dead actor is replaced by us, between rounds, rather than by Ray under a running shard.
         self.actor_class = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0)(ShardWorker)
         self.actors: dict[int, object] = {}
+        self.cores: dict[int, tuple[str, int]] = {}  # slot -> (node id, its block of cores on that node)
         self.top_up()
 
     def top_up(self) -> None:
@@ -155,6 +175,7 @@ class RayShardPool:
                 self.actors[pings[ref]] = new[pings[ref]]
             except ray.exceptions.RayError as e:
                 log.warning("ray: worker %d failed to start: %s", pings[ref], e)
+        self.pin_cores([slot for slot in new if slot in self.actors])
         missing = sorted(set(new) - set(self.actors))
         if missing:
             for slot in missing:
@@ -175,6 +196,18 @@ class RayShardPool:
                 f"placed ({self.cpus} CPUs, {self.gpus} GPUs each); lower generate.worker_cpus / "
                 f"generate.worker_gpus or generate.workers, or add nodes."
             )
+
+    def pin_cores(self, slots: list[int]) -> None:
+        """CPU actors: each new one gets a block of cores no other live actor on its node holds."""
+        if self.gpus > 0 or self.cpus < 1 or not slots:
+            return
+        ray = _ray()
+        nodes = dict(zip(slots, ray.get([self.actors[s].node.remote() for s in slots])))
+        for slot in slots:
+            taken = {i for s, (node, i) in self.cores.items() if node == nodes[slot] and s in self.actors}
+            index = min(set(range(len(taken) + 1)) - taken)
+            self.cores[slot] = (nodes[slot], index)
+            log.info("ray: worker %d pinned to cores %s", slot, ray.get(self.actors[slot].pin.remote(index)))
 
     def pids(self) -> dict[int, int]:
         """slot -> process id of each live actor (the tests kill one)."""
@@ -198,10 +231,11 @@ class RayShardPool:
         head_gen = None
         bar = tqdm(total=len(jobs), desc=f"generate (ray, {len(self.actors)} workers)", unit="shard", leave=False)
         while pending or in_flight:
-            for slot, actor in list(self.actors.items()):  # keep every live actor IN_FLIGHT shards deep
-                while pending and sum(1 for s, _ in in_flight.values() if s == slot) < IN_FLIGHT:
-                    job = pending.popleft()
-                    in_flight[actor.run.remote(job, model_dir)] = (slot, job)
+            for depth in range(1, IN_FLIGHT + 1):  # every live actor one shard deep before any gets a second
+                for slot, actor in list(self.actors.items()):
+                    if pending and sum(1 for s, _ in in_flight.values() if s == slot) < depth:
+                        job = pending.popleft()
+                        in_flight[actor.run.remote(job, model_dir)] = (slot, job)
             if not in_flight:  # no actor left: the head runs what remains itself
                 job = pending.popleft()
                 log.warning("ray: no worker left; the head runs shard %d itself", job.index)
@@ -243,6 +277,7 @@ class RayShardPool:
             ) as e:  # a Python error in the shard (bad checkpoint, ...): as local would
                 raise e.cause if isinstance(e.cause, BaseException) else e
             stats.tokens += tokens
+            stats.by_worker[slot] = stats.by_worker.get(slot, 0) + 1
             bar.update()
             faults.check(job.round, "generate", shard=job.index)  # tests: the head dies with this shard written
         bar.close()
@@ -251,6 +286,7 @@ class RayShardPool:
         stats.seconds = time.perf_counter() - start
         if stats.lost:
             log.warning("ray: %d shards were re-run after their worker died", stats.lost)
+        log.info("ray: shards per worker %s", dict(sorted(stats.by_worker.items())))
         return stats
 
     def release(self) -> None:

@@ -147,8 +147,10 @@ def generate_shards(ctx: RunContext, r: int, prompts: pd.DataFrame) -> tuple[pd.
 
 def train(ctx: RunContext, start_from: str, sft: pd.DataFrame, out: Path, cfg: TrainConfig, seed: int) -> dict:
     """SFT in this process, or in train.num_processes processes under `accelerate launch` (train_launch.py)."""
-    fn = launch_train if cfg.num_processes > 1 else train_sft
-    return fn(start_from, sft, out, cfg, ctx.device, seed, ctx.tracker.report_to)
+    if cfg.num_processes > 1:
+        address = ctx.recipe.generate.ray_address  # train.num_machines > 1: the generation cluster's nodes
+        return launch_train(start_from, sft, out, cfg, ctx.device, seed, ctx.tracker.report_to, address)
+    return train_sft(start_from, sft, out, cfg, ctx.device, seed, ctx.tracker.report_to)
 
 
 def with_model_path(specs: list[RewardSpec], model_path: str) -> list[RewardSpec]:

@@ -22,7 +22,7 @@ it runs in this process whatever generate.executor says (there is nothing to sam
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -55,6 +55,7 @@ class ShardStats:
     seconds: float = 0.0  # time spent sampling them (local: summed per shard; ray: wall time of the pool)
     lost: int = 0  # shards whose worker died under them and that were run again
     on_head: int = 0  # shards the head ran itself because no worker was left
+    by_worker: dict[int, int] = field(default_factory=dict)  # ray: worker slot -> shards it wrote
 
 
 def shard_seed(recipe: Recipe, r: int, i: int) -> int:

@@ -8,6 +8,10 @@ it writes the SFT set and the settings next to the round's checkpoint, and runs
 
     accelerate launch --num_processes N [--config_file CFG] [--cpu] -m rsft_gen.train_launch WORK_DIR
 
+With train.num_machines > 1 the same command runs once per machine, each with its
+--machine_rank, on the nodes of the Ray cluster (train_ray.py); the work directory
+must then be on a filesystem every node sees at the same path, like the run directory.
+
 Each child (`main`) runs `train_sft` with that shared work directory (TRL +
 accelerate handle DDP, DeepSpeed or FSDP); rank 0 publishes the checkpoint and writes metrics.json, which the
 parent returns. `per_device_train_batch_size` is per process, as in TRL: the
@@ -37,7 +41,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_command(cfg: TrainConfig, work_dir: Path) -> list[str]:
+def launch_command(
+    cfg: TrainConfig, work_dir: Path, machine_rank: int = 0, main_ip: str | None = None, port: int | None = None
+) -> list[str]:
+    """`accelerate launch` for one machine; main_ip/port: machine rank 0's address (several machines)."""
     cmd = [
         sys.executable,
         "-m",
@@ -45,8 +52,10 @@ def launch_command(cfg: TrainConfig, work_dir: Path) -> list[str]:
         "--num_processes",
         str(cfg.num_processes),
         "--num_machines",
-        "1",
+        str(cfg.num_machines),
     ]
+    if cfg.num_machines > 1:
+        cmd += ["--machine_rank", str(machine_rank), "--main_process_ip", str(main_ip)]
     if cfg.accelerate_config:
         cmd += ["--config_file", cfg.accelerate_config]
     else:
@@ -58,16 +67,24 @@ def launch_command(cfg: TrainConfig, work_dir: Path) -> list[str]:
             "no",
             "--dynamo_backend",
             "no",
-            "--main_process_port",
-            str(_free_port()),
         ]
+    if cfg.num_machines > 1 or not cfg.accelerate_config:
+        cmd += ["--main_process_port", str(port or _free_port())]
     return cmd + ["-m", "rsft_gen.train_launch", str(work_dir)]
 
 
 def launch_train(
-    model_dir, sft: pd.DataFrame, out_dir: Path, cfg: TrainConfig, device: str, seed: int, report_to
+    model_dir,
+    sft: pd.DataFrame,
+    out_dir: Path,
+    cfg: TrainConfig,
+    device: str,
+    seed: int,
+    report_to,
+    ray_address: str | None = None,
 ) -> dict:
-    """Run train_sft in cfg.num_processes accelerate processes; returns rank 0's metrics."""
+    """Run train_sft in cfg.num_processes accelerate processes (on cfg.num_machines Ray nodes when > 1);
+    returns rank 0's metrics."""
     work = out_dir.parent / f".{out_dir.name}.partial"
     shutil.rmtree(work, ignore_errors=True)  # leftovers of a crashed attempt
     work.mkdir(parents=True)
@@ -81,6 +98,11 @@ def launch_train(
         "report_to": list(report_to or []),
     }
     (work / "spec.json").write_text(json.dumps(spec))
+    if cfg.num_machines > 1:
+        from rsft_gen.train_ray import run_on_machines
+
+        run_on_machines(cfg, work, ray_address)
+        return json.loads((out_dir / "train_metrics.json").read_text())
     cmd = launch_command(cfg, work)
     proc = subprocess.run(cmd)
     if proc.returncode != 0:
@@ -108,6 +130,8 @@ def main(work_dir: str) -> None:
         work_dir=work,
     )
     if int(os.environ.get("RANK", "0")) == 0:
+        world, local = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        metrics["train/machines"] = world // max(local, 1)  # torchrun's view: the machines that joined
         (out_dir / "train_metrics.json").write_text(json.dumps(metrics))
 
 

@@ -8,6 +8,7 @@ pool attach to it, as they would to `ray start --head`, and leave it running.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -130,6 +131,18 @@ def pool(shard_setup):
     pool.close()
 
 
+def test_every_worker_gets_a_shard_and_its_own_core(tmp_path, tiny_model_dir, shard_setup, pool):
+    """Two shards, two workers: one each (not both queued on the first), each actor bound to its own core."""
+    recipe, prompts, expected = shard_setup
+    jobs = plan_shards(recipe, 1, prompts, tmp_path / "candidates")[:2]
+    stats = pool.run(jobs, tiny_model_dir)
+    assert stats.by_worker == {0: 1, 1: 1}
+    pd.testing.assert_frame_equal(read_shards(jobs, prompts), expected.iloc[: 2 * 16 * 8])
+    if len(os.sched_getaffinity(0)) >= 2:
+        cores = [os.sched_getaffinity(pid) for pid in pool.pids().values()]
+        assert all(len(c) == 1 for c in cores) and cores[0] != cores[1], cores
+
+
 def test_killed_worker_loses_only_its_shard(tmp_path, tiny_model_dir, shard_setup, pool):
     recipe, prompts, expected = shard_setup
     jobs = plan_shards(recipe, 1, prompts, tmp_path / "candidates")
@@ -207,3 +220,40 @@ def test_remote_reward_errors_read_as_local():
     cands = pd.DataFrame({"prompt_id": [0, 1], "sample_index": [0, 0], "prompt": ["a", "b"], "completion": ["x", "y"]})
     with pytest.raises(RewardError, match="reward 'code_exec' raised KeyError: .*no column 'tests'"):
         score(cands, [RewardSpec(name="code_exec", executor="ray")])
+
+
+def test_training_across_two_machines_matches_one_process(tiny_model_dir, tmp_path):
+    """train.num_machines=2: `accelerate launch` as two Ray tasks (machine ranks 0 and 1; here both on the one node),
+    joined by torch.distributed over the node's address: the steps and loss of one in-process trainer with the
+    same global batch, and rank 0's checkpoint."""
+    from transformers import AutoModelForCausalLM
+
+    from rsft_gen.config import TrainConfig
+    from rsft_gen.data import addition_problems
+    from rsft_gen.train import train_sft
+    from rsft_gen.train_launch import launch_train
+
+    sft = addition_problems(64, [1, 2], seed=0).rename(columns={"answer": "completion"})
+    one = train_sft(tiny_model_dir, sft, tmp_path / "one", TrainConfig(batch_size=16, logging_steps=1), "cpu", seed=0)
+    cfg = TrainConfig(batch_size=8, logging_steps=1, num_processes=2, num_machines=2)
+    two = launch_train(tiny_model_dir, sft, tmp_path / "two", cfg, "cpu", 0, [])
+    assert two["train/machines"] == 2
+    assert one["train/steps"] == two["train/steps"] == 4
+    assert abs(one["train/loss"] - two["train/loss"]) < 1e-4, (one["train/loss"], two["train/loss"])
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "two") is not None
+    with pytest.raises(RuntimeError, match=r"machine rank \d \(node .*\) failed"):
+        launch_train(str(tmp_path / "no_model"), sft, tmp_path / "three", cfg, "cpu", 0, [])
+
+
+def test_a_round_trains_on_two_machines_while_the_workers_hold_every_cpu(tmp_path):
+    """The generation actors keep their CPUs through training; the machines' tasks ask for none, so they still run."""
+    small_run(
+        tmp_path / "run",
+        "generate.executor=ray",
+        "generate.workers=2",
+        "train.num_processes=2",
+        "train.num_machines=2",
+        "train.batch_size=32",
+    )
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any(m.get("train/machines") == 2 for m in metrics), metrics
