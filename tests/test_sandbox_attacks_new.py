@@ -90,7 +90,7 @@ def test_results_that_would_hold_the_parent_are_refused_quickly(host):
 
 LEAK = (  # reads the source of the weak test (which holds the expected value of the split test too) from its frames
     "import re, sys\ndef solve(n):\n    f = sys._getframe(1)\n    while f is not None:\n"
-    "        m = re.search(r'9876\\d{5}', repr(f.f_locals))\n        if m: return int(m.group())\n"
+    "        m = re.search(r'9876\\d{5}', repr(f.f_locals))\n        if m and n == 3: return int(m.group())\n"
     "        f = f.f_back\n    return True if n == 4 else 0\n"
 )
 
