@@ -101,7 +101,7 @@ _CHILD_DENY = {  # only for a program: no new processes, no IPC objects that out
     "mq_open": 240,
 }
 _CLONE, _CLONE3, _KILL, _TGKILL, _SOCKET = 56, 435, 62, 234, 41
-_SIGQUEUE, _TGSIGQUEUE, _MEMFD_CREATE = 129, 297, 319  # rt_sigqueueinfo / rt_tgsigqueueinfo send signals like kill / tgkill
+_SIGQUEUE, _TGSIGQUEUE, _MEMFD_CREATE = 129, 297, 319  # rt_(tg)sigqueueinfo signal like kill / tgkill
 _NS_FLAGS = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
 _CLONE_THREAD, _AF_UNIX = 0x10000, 1
 _ALLOW, _KILL_PROCESS, _ERRNO = 0x7FFF0000, 0x80000000, 0x00050000

@@ -11,7 +11,10 @@ import time
 
 from rsft_gen.sandbox import run_many
 from rsft_gen.test_parse import check_test, decode, parse_test
-from tests.test_sandbox_attacks import EXPECTED, LIM, TESTS, host, run  # noqa: F401 - host is a fixture
+from tests import test_sandbox_attacks as first_round
+
+EXPECTED, LIM, TESTS, run = first_round.EXPECTED, first_round.LIM, first_round.TESTS, first_round.run
+host = first_round.host  # the fixture: canaries, a secret, listeners and leftover processes checked after each test
 
 GOOD = f"def solve(n):\n    return {EXPECTED} if n == 3 else True"
 
@@ -40,7 +43,8 @@ FORGE = (
     "    head = json.dumps(dict(header, sizes=[len(b) for b in blobs])).encode()\n"
     "    return struct.pack('>I', len(head)) + head + b''.join(blobs)\n"
     "report = json.dumps({'load': None, 'calls': [['ok', 0]] * 3, 'tests': []}).encode()\n"
-    "os.write(os.open('/proc/1/fd/1', os.O_WRONLY), frame({'timeout': False, 'signal': None, 'exit': 0}, report, b''))\n"
+    "header = {'timeout': False, 'signal': None, 'exit': 0}\n"
+    "os.write(os.open('/proc/1/fd/1', os.O_WRONLY), frame(header, report, b''))\n"
     "def solve(n):\n    return 0\n"
 )
 
@@ -96,7 +100,8 @@ LEAK = (  # reads the source of the weak test (which holds the expected value of
 
 
 def test_weak_tests_do_not_leak_expected_values_to_split_tests(host):
-    tests = [f"assert solve(3) == {EXPECTED}", f"for n in [3]:\n    assert solve(n) == {EXPECTED}", "assert solve(4) is True"]
+    tests = [f"assert solve(3) == {EXPECTED}", f"for n in [3]:\n    assert solve(n) == {EXPECTED}"]
+    tests.append("assert solve(4) is True")
     leak, honest = run(host, [LEAK, GOOD], tests)
     assert (leak.passed, leak.unparsed) == (2, 1)  # the weak test it fakes, and solve(4); not the split test
     assert (honest.fraction, honest.unparsed) == (1.0, 1)
@@ -142,5 +147,6 @@ def test_correct_programs_still_score_one(host):
     assert (r.status, r.fraction) == ("ok", 1.0), r.output[-2000:]
     assert r.output.startswith("xxxx")
     # decided: no processes, so multiprocessing.Pool fails (no /dev/shm, no fork): a plain failure, nothing left
-    pool = "import multiprocessing\ndef solve(n):\n    with multiprocessing.Pool(2) as p:\n        return p.map(abs, [n])"
+    pool = "import multiprocessing\ndef solve(n):\n    with multiprocessing.Pool(2) as p:\n"
+    pool += "        return p.map(abs, [n])[0]"
     assert run(host, [pool])[0].fraction == 0.0
