@@ -57,7 +57,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from rsft_gen import sandbox_harness
+from rsft_gen import sandbox_harness, sandbox_user
 from rsft_gen.test_parse import ParsedTest, Raised, check_test, decode, parse_test
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,7 @@ class _Sandbox:
         self.limits = limits
         self.proc: subprocess.Popen | None = None
         self.tmp: tempfile.TemporaryDirectory | None = None
+        self.stage: tempfile.TemporaryDirectory | None = None  # bwrap started as nobody (sandbox_user)
         self.layers: list[str] = []
 
     def start(self) -> None:
@@ -183,6 +184,8 @@ class _Sandbox:
                 os.close(w)
                 pass_fds = (filt,)
             argv, layers = _bwrap_argv(bwrap, lim, filt, site_dirs)
+            nobody = sandbox_user.wanted() and not _NOBODY_REFUSED
+            layers += ["host_uid_nobody"] if nobody or os.geteuid() != 0 else ["host_uid_root"]
             cfg.update(workroot="/tmp", pidns=True, own_base_filter=False, layers=layers)
             cfg.update(site_dirs=_site_mounts(site_dirs))
             cwd = "/"
@@ -193,6 +196,8 @@ class _Sandbox:
         else:
             raise ValueError(f"Limits.isolation is {lim.isolation!r}; use 'bwrap' (default) or 'none'.")
         argv += [os.path.realpath(sys.executable), "-I", "-S", "-c", _HARNESS, json.dumps(cfg)]
+        if lim.isolation == "bwrap" and nobody:
+            argv, self.stage = sandbox_user.as_nobody(argv)
         self.err = tempfile.TemporaryFile()
         try:
             self.proc = subprocess.Popen(
@@ -214,6 +219,9 @@ class _Sandbox:
             self.err.seek(0)
             why = self.err.read(2000).decode(errors="replace").strip().splitlines()
             self.close()
+            if lim.isolation == "bwrap" and nobody:
+                _refuse_nobody(why)
+                return self.start()
             raise SandboxUnavailable(
                 f"code_exec: the sandbox did not start ({' | '.join(why[-3:]) or 'no message'}); "
                 "if bwrap says it cannot create a user namespace, allow unprivileged user "
@@ -277,6 +285,21 @@ class _Sandbox:
         if self.tmp is not None:
             self.tmp.cleanup()
             self.tmp = None
+        sandbox_user.cleanup(self.stage)
+        self.stage = None
+
+
+_NOBODY_REFUSED = False  # bwrap could not start as nobody here (no unprivileged user namespaces): start it as root
+
+
+def _refuse_nobody(why: list[str]) -> None:
+    global _NOBODY_REFUSED
+    _NOBODY_REFUSED = True
+    log.warning(
+        "code_exec: bwrap could not start as nobody (%s); starting it as root, so the sandbox's uid is the host's "
+        "uid 0 without capabilities. Allow unprivileged user namespaces to avoid this.",
+        " | ".join(why[-2:]) or "no message",
+    )
 
 
 def _site_mounts(site_dirs: list[str]) -> list[str]:

@@ -160,7 +160,7 @@ def test_output_flooding():
     start = time.monotonic()
     r = run_tests("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", ["assert True"], SMALL)
     assert r.fraction == 0.0 and len(r.output) <= SMALL.output_bytes
-    assert time.monotonic() - start < SMALL.timeout_s + 1  # RLIMIT_FSIZE stops it, not the timeout
+    assert time.monotonic() - start < SMALL.timeout_s + 1  # its timeout ends it; output past output_bytes is dropped
 
 
 def test_early_exits_and_builtin_patches_score_zero():
@@ -218,8 +218,9 @@ sys.path.insert(0, sys.argv[1])
 from rsft_gen.sandbox import Limits, run_many
 lim = Limits(timeout_s=10, memory_mb=512, site_packages=True)
 uses = "import probe_pkg\\ndef f():\\n    return probe_pkg.VALUE"
-litter = "import os\\nfor d, _, _ in os.walk('/tmp'):\\n    open(os.path.join(d, 'litter'), 'w').close()\\ndef f():\\n    return 1"
-looks = "import os\\nprint(sorted(os.path.join(d, n) for d, ds, fs in os.walk('/tmp') for n in ds + fs))\\ndef f():\\n    return 1"
+f = "\\ndef f():\\n    return 1"
+litter = "import os\\nfor d, _, _ in os.walk('/tmp'):\\n    open(os.path.join(d, 'litter'), 'w').close()" + f
+looks = "import os\\nprint(sorted(os.path.join(d, n) for d, ds, fs in os.walk('/tmp') for n in ds + fs))" + f
 jobs = [(uses, ["assert f() == 41"]), (litter, ["assert f() == 1"]), (uses, ["assert f() == 41"])]
 out = run_many(jobs + [(looks, ["assert f() == 1"])], lim, workers=1)
 print(json.dumps([[r.status, r.fraction, r.output] for r in out]))
@@ -263,6 +264,33 @@ def test_missing_bwrap_is_one_clear_error_unless_isolation_none(monkeypatch, cap
     assert r.status == "violation"
 
 
+def test_run_by_root_the_program_is_the_hosts_nobody():
+    """Started by root, bwrap would map the sandbox's uid to the host's uid 0 (no capabilities, but root for every
+    check that looks at the uid alone); sandbox_user starts it as nobody, so the host sees uid 65534."""
+    if os.geteuid() != 0:
+        pytest.skip("the parent is not root: bwrap already runs as this user")
+    # /proc/slabinfo is 0400 root: host uid 0 reads it even without capabilities, the host's nobody cannot
+    code = (
+        "try:\n    open('/proc/slabinfo').read()\n    print('READ')\nexcept OSError as e:\n    print(type(e).__name__)\n"
+        "def f():\n    return 1"
+    )
+    r = run_tests(code, ["assert f() == 1"], SMALL)
+    assert r.fraction == 1.0 and "host_uid_nobody" in r.layers, r
+    assert r.output.strip() == "PermissionError", r.output
+    assert not [p for p in Path(tempfile.gettempdir()).glob("rsft_sandbox_stage_*")]  # staging removed at close
+
+
+def test_where_nobody_cannot_start_bwrap_it_starts_as_root_and_says_so(monkeypatch, caplog):
+    if os.geteuid() != 0:
+        pytest.skip("the parent is not root: bwrap already runs as this user")
+    monkeypatch.setattr(sandbox.sandbox_user, "_LAUNCH", "raise SystemExit('no user namespaces for nobody')")
+    monkeypatch.setattr(sandbox, "_NOBODY_REFUSED", False)
+    with caplog.at_level(logging.WARNING, logger="rsft_gen.sandbox"):
+        r = run_tests(*GOOD, SMALL)
+    assert r.fraction == 1.0 and "host_uid_root" in r.layers
+    assert "could not start as nobody (no user namespaces for nobody); starting it as root" in caplog.text
+
+
 def test_works_as_a_normal_user():
     """The parent itself runs as uid 65534 (bwrap then uses an unprivileged user namespace)."""
     if os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"):
@@ -270,7 +298,7 @@ def test_works_as_a_normal_user():
     tmp_path = Path(tempfile.mkdtemp(prefix="rsft_nonroot_"))  # pytest's tmp_path sits below a 0700 directory
     pkg = tmp_path / "rsft_gen"
     pkg.mkdir()
-    for name in ("sandbox.py", "sandbox_harness.py", "test_parse.py"):
+    for name in ("sandbox.py", "sandbox_harness.py", "sandbox_user.py", "test_parse.py"):
         shutil.copy(Path(sandbox.__file__).with_name(name), pkg / name)
     (pkg / "__init__.py").write_text("")
     for p in (tmp_path, pkg, *pkg.iterdir()):
