@@ -14,24 +14,7 @@ from rsft_gen.data import TaskData
 from rsft_gen.generate_hf import HFGenerator
 from rsft_gen.loop import run
 from rsft_gen.prompts import chat_renderer, render_task
-
-TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}<assistant>{% endif %}"
-)
-
-
-@pytest.fixture(scope="module")
-def chat_model_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny model with a chat template whose text starts with BOS."""
-    from transformers import AutoModelForCausalLM
-
-    out = tmp_path_factory.mktemp("chat_model")
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tok.chat_template = TEMPLATE
-    tok.save_pretrained(out)
-    AutoModelForCausalLM.from_pretrained(tiny_model_dir).save_pretrained(out)
-    return str(out)
+from tests.conftest import chat_file_overrides
 
 
 def task_of(prompts):
@@ -73,15 +56,7 @@ def test_chat_run_end_to_end(chat_model_dir, tmp_path):
     recipe = load_recipe(
         "recipes/addition_tiny.yaml",
         [
-            f"output_dir={tmp_path / 'run'}",
-            "rounds=1",
-            f"model.path={chat_model_dir}",
-            "model.chat_template=true",
-            "model.system_prompt=Add.",
-            "data.task=file",
-            f"data.path={data}",
-            "data.prompt_field=q",
-            "data.answer_field=a",
+            *chat_file_overrides(chat_model_dir, tmp_path / "run", data),
             "data.eval_prompts=4",
             "seed_sft.n=8",
             "seed_sft.epochs=1",

@@ -271,8 +271,8 @@ def test_run_by_root_the_program_is_the_hosts_nobody():
         pytest.skip("the parent is not root: bwrap already runs as this user")
     # /proc/slabinfo is 0400 root: host uid 0 reads it even without capabilities, the host's nobody cannot
     code = (
-        "try:\n    open('/proc/slabinfo').read()\n    print('READ')\nexcept OSError as e:\n    print(type(e).__name__)\n"
-        "def f():\n    return 1"
+        "try:\n    open('/proc/slabinfo').read()\n    print('READ')\n"
+        "except OSError as e:\n    print(type(e).__name__)\ndef f():\n    return 1"
     )
     r = run_tests(code, ["assert f() == 1"], SMALL)
     assert r.fraction == 1.0 and "host_uid_nobody" in r.layers, r

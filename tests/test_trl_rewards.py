@@ -11,7 +11,6 @@ from dataclasses import fields
 
 import pandas as pd
 import pytest
-from transformers import AutoTokenizer
 
 from rsft_gen import run_setup
 from rsft_gen.config import RecipeError, RewardSpec, load_recipe
@@ -20,12 +19,9 @@ from rsft_gen.loop import run
 from rsft_gen.prompts import MESSAGES
 from rsft_gen.reward_call import HIDDEN
 from rsft_gen.rewards import load, score
+from tests.conftest import chat_file_overrides
 
 trl_rewards = pytest.importorskip("trl.rewards")
-TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}<assistant>{% endif %}"
-)
 SEEN: dict = {}
 LOGGER = f"{__name__}:logging_reward"
 
@@ -43,18 +39,6 @@ def logging_reward(completions, trainer_state, log_metric, log_extra, **kwargs):
 def typed_reward(prompts, completions, answer, scale: float = 1.0):
     """No **kwargs: gets only what it names; its kwargs are checked."""
     return [scale * (c == a) for c, a in zip(completions, answer)]
-
-
-@pytest.fixture(scope="module")
-def chat_model_dir(tiny_model_dir, tmp_path_factory):
-    from transformers import AutoModelForCausalLM
-
-    out = tmp_path_factory.mktemp("chat_model")
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tok.chat_template = TEMPLATE
-    tok.save_pretrained(out)
-    AutoModelForCausalLM.from_pretrained(tiny_model_dir).save_pretrained(out)
-    return str(out)
 
 
 def chat_rows(n: int = 24) -> list[dict]:
@@ -81,15 +65,7 @@ def test_trl_rewards_run_unchanged_through_a_chat_recipe(chat_model_dir, tmp_pat
     recipe = load_recipe(
         "recipes/addition_tiny.yaml",
         [
-            f"output_dir={tmp_path / 'run'}",
-            "rounds=1",
-            f"model.path={chat_model_dir}",
-            "model.chat_template=true",
-            "model.system_prompt=Add.",
-            "data.task=file",
-            f"data.path={data}",
-            "data.prompt_field=q",
-            "data.answer_field=a",
+            *chat_file_overrides(chat_model_dir, tmp_path / "run", data),
             "data.train_prompts=20",
             "data.eval_prompts=4",
             "seed_sft.n=0",
