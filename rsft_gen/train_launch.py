@@ -101,7 +101,7 @@ def launch_train(
     if cfg.num_machines > 1:
         from rsft_gen.train_ray import run_on_machines
 
-        run_on_machines(cfg, work, ray_address)
+        run_on_machines(cfg, work, ray_address, lambda *where: launch_command(cfg, work, *where), _free_port)
         return json.loads((out_dir / "train_metrics.json").read_text())
     cmd = launch_command(cfg, work)
     proc = subprocess.run(cmd)

@@ -5,7 +5,7 @@
 Machine rank 0 runs on the head's node (this process's), ranks 1.. on other alive
 nodes, each as a Ray task that asks for no CPU or GPU: the generation actors keep
 their reservations through training (their engines sleep), and accelerate uses the
-node's devices itself. Each task runs train_launch.launch_command with its
+node's devices itself. Each task runs the command train_launch builds, with its
 --machine_rank and rank 0's node address; torch.distributed connects them. The work
 directory (SFT set, settings) and the checkpoint must be on a filesystem every node
 sees at the same path, as the run directory already is for generate.executor: ray.
@@ -22,10 +22,10 @@ import logging
 import os
 import subprocess
 from pathlib import Path
+from typing import Callable
 
 from rsft_gen.config import TrainConfig
 from rsft_gen.executor_ray import _ray, connect
-from rsft_gen.train_launch import _free_port, launch_command
 
 log = logging.getLogger(__name__)
 ENV_PREFIXES = ("RSFT_GEN_", "WANDB_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "NCCL_", "GLOO_", "TORCH_")
@@ -41,9 +41,9 @@ def _run_machine(cmd: list[str], env: dict[str, str]) -> tuple[int, str]:
 
 
 @functools.cache
-def _tasks():
+def _tasks(free_port: Callable[[], int]):
     ray = _ray()
-    return ray.remote(num_cpus=0, max_retries=0)(_run_machine), ray.remote(num_cpus=0)(_free_port)
+    return ray.remote(num_cpus=0, max_retries=0)(_run_machine), ray.remote(num_cpus=0)(free_port)
 
 
 def pick_nodes(n: int) -> list[tuple[str, str]]:
@@ -61,13 +61,20 @@ def pick_nodes(n: int) -> list[tuple[str, str]]:
     return [alive[i % len(alive)] for i in range(n)]
 
 
-def run_on_machines(cfg: TrainConfig, work: Path, address: str | None) -> None:
-    """Run the launch for every machine rank; returns when all finished, raises if one failed."""
+def run_on_machines(
+    cfg: TrainConfig,
+    work: Path,
+    address: str | None,
+    command: Callable[[int, str, int], list[str]],
+    free_port: Callable[[], int],
+) -> None:
+    """Run command(machine_rank, main_ip, port) on every machine; returns when all finished, raises if one failed.
+    `free_port` runs on rank 0's node to pick the port (both come from train_launch, which calls this)."""
     connect(address)
     ray = _ray()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    run_machine, free_port = _tasks()
+    run_machine, free_port = _tasks(free_port)
     nodes = pick_nodes(cfg.num_machines)
 
     def on(node_id: str):
@@ -78,7 +85,7 @@ def run_on_machines(cfg: TrainConfig, work: Path, address: str | None) -> None:
     env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
     refs = {}
     for rank, (node_id, ip) in enumerate(nodes):
-        cmd = launch_command(cfg, work, machine_rank=rank, main_ip=main_ip, port=port)
+        cmd = command(rank, main_ip, port)
         refs[run_machine.options(**on(node_id)).remote(cmd, env)] = (rank, ip)
     log.info("train: %d machines, main process %s:%d, %d processes", len(nodes), main_ip, port, cfg.num_processes)
     pending = list(refs)

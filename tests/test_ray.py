@@ -89,8 +89,8 @@ def test_head_killed_mid_generation_resumes_from_disk(tmp_path):
     killed = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     shards = out / "round_01" / "candidates"
-    written = {p.name for p in shards.glob("shard_*.parquet")}  # 0 and 1; the other worker may have finished more
-    assert {"shard_00000.parquet", "shard_00001.parquet"} <= written
+    written = {p.name for p in shards.glob("shard_*.parquet")}  # 1, and whatever the other worker finished before
+    assert "shard_00001.parquet" in written
     assert not (out / "round_01" / "candidates.parquet").exists()
     kept = {p: p.stat().st_mtime_ns for p in shards.glob("shard_*.parquet")}
     resumed = small_run(out, "generate.executor=ray", f"generate.ray_address={address}")
