@@ -57,7 +57,7 @@ def launch_command(
     if cfg.num_machines > 1:
         cmd += ["--machine_rank", str(machine_rank), "--main_process_ip", str(main_ip)]
     if cfg.accelerate_config:
-        cmd += ["--config_file", cfg.accelerate_config]
+        cmd += ["--config_file", os.path.abspath(cfg.accelerate_config)]  # other machines start elsewhere
     else:
         # torchrun-style DDP; on CPU the children's use_cpu=True makes accelerate pick gloo.
         # (`--cpu` would start a single process: accelerate leaves multi-CPU to mpirun.)
@@ -85,6 +85,8 @@ def launch_train(
 ) -> dict:
     """Run train_sft in cfg.num_processes accelerate processes (on cfg.num_machines Ray nodes when > 1);
     returns rank 0's metrics."""
+    out_dir = Path(out_dir).absolute()  # paths every machine resolves alike (the run dir is shared, same path)
+    model_dir = os.path.abspath(model_dir) if os.path.exists(model_dir) else model_dir  # a hub id stays as it is
     work = out_dir.parent / f".{out_dir.name}.partial"
     shutil.rmtree(work, ignore_errors=True)  # leftovers of a crashed attempt
     work.mkdir(parents=True)

@@ -20,7 +20,7 @@ LOSS_TOLERANCE = 1e-4
 def test_launch_command_uses_shipped_config():
     cfg = TrainConfig(num_processes=4, accelerate_config="configs/accelerate/deepspeed_zero2.yaml")
     cmd = launch_command(cfg, Path("/w"))
-    assert cmd[cmd.index("--config_file") + 1] == "configs/accelerate/deepspeed_zero2.yaml"
+    assert cmd[cmd.index("--config_file") + 1] == str(Path("configs/accelerate/deepspeed_zero2.yaml").absolute())
     assert cmd[cmd.index("--num_processes") + 1] == "4" and cmd[-3:] == ["-m", "rsft_gen.train_launch", "/w"]
     for name in ("ddp.yaml", "deepspeed_zero2.yaml", "deepspeed_zero3.yaml", "fsdp.yaml"):
         assert (Path("configs/accelerate") / name).is_file()

@@ -245,10 +245,13 @@ def test_training_across_two_machines_matches_one_process(tiny_model_dir, tmp_pa
         launch_train(str(tmp_path / "no_model"), sft, tmp_path / "three", cfg, "cpu", 0, [])
 
 
-def test_a_round_trains_on_two_machines_while_the_workers_hold_every_cpu(tmp_path):
-    """The generation actors keep their CPUs through training; the machines' tasks ask for none, so they still run."""
+def test_a_round_trains_on_two_machines_while_the_workers_hold_every_cpu(tmp_path, monkeypatch):
+    """The generation actors keep their CPUs through training; the machines' tasks ask for none, so they still run.
+    The output dir is relative: the machines' tasks start in another directory, as on other nodes."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(ROOT))
     small_run(
-        tmp_path / "run",
+        Path("run"),
         "generate.executor=ray",
         "generate.workers=2",
         "train.num_processes=2",
