@@ -169,6 +169,7 @@ class _Sandbox:
         site_dirs = [os.path.realpath(d) for d in _site_dirs()] if lim.site_packages else []
         cfg = {"limits": asdict(lim), "seccomp": use_seccomp, "site_dirs": site_dirs}
         pass_fds: tuple[int, ...] = ()
+        nobody = False  # bwrap started as the host's nobody (sandbox_user), not as root
         if lim.isolation == "bwrap":
             bwrap = bwrap_path()
             if bwrap is None:
@@ -185,7 +186,8 @@ class _Sandbox:
                 pass_fds = (filt,)
             argv, layers = _bwrap_argv(bwrap, lim, filt, site_dirs)
             nobody = sandbox_user.wanted() and not _NOBODY_REFUSED
-            layers += ["host_uid_nobody"] if nobody or os.geteuid() != 0 else ["host_uid_root"]
+            # whose uid the host sees: nobody (started so by root), root's (nobody refused), or the parent's own
+            layers.append("host_uid_nobody" if nobody else "host_uid_root" if os.geteuid() == 0 else "host_uid_self")
             cfg.update(workroot="/tmp", pidns=True, own_base_filter=False, layers=layers)
             cfg.update(site_dirs=_site_mounts(site_dirs))
             cwd = "/"
@@ -196,7 +198,7 @@ class _Sandbox:
         else:
             raise ValueError(f"Limits.isolation is {lim.isolation!r}; use 'bwrap' (default) or 'none'.")
         argv += [os.path.realpath(sys.executable), "-I", "-S", "-c", _HARNESS, json.dumps(cfg)]
-        if lim.isolation == "bwrap" and nobody:
+        if nobody:
             argv, self.stage = sandbox_user.as_nobody(argv)
         self.err = tempfile.TemporaryFile()
         try:
@@ -219,7 +221,7 @@ class _Sandbox:
             self.err.seek(0)
             why = self.err.read(2000).decode(errors="replace").strip().splitlines()
             self.close()
-            if lim.isolation == "bwrap" and nobody:
+            if nobody:
                 _refuse_nobody(why)
                 return self.start()
             raise SandboxUnavailable(
